@@ -1,0 +1,23 @@
+"""mgnt_hf: MaGNeTS (Masked Generative Nested Transformers with Decode Time Scaling) on Hugging Face.
+
+Every component module is imported eagerly: saved pipelines name these module paths in
+`model_index.json` and diffusers does not import them itself.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .configuration_mgnt import MGNTConfig
+from .modeling_mgnt import MGNTKVCache, MGNTTransformer, MGNTTransformerOutput, count_forward_flops
+
+AutoConfig.register("mgnt", MGNTConfig, exist_ok=True)
+AutoModel.register(MGNTConfig, MGNTTransformer, exist_ok=True)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MGNTConfig",
+    "MGNTKVCache",
+    "MGNTTransformer",
+    "MGNTTransformerOutput",
+    "count_forward_flops",
+]

@@ -1,0 +1,49 @@
+"""Mask schedules shared by training (how much to mask) and decoding (how much stays masked).
+
+A schedule maps progress `r` in [0, 1] to the fraction of tokens masked: 1 at r = 0, 0 at r = 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+MASK_SCHEDULES = ("cosine", "arccos", "linear")
+
+
+def check_mask_schedule(name: str) -> str:
+    if name not in MASK_SCHEDULES:
+        raise ValueError(f"unknown mask_schedule {name!r}; allowed: {list(MASK_SCHEDULES)}")
+    return name
+
+
+def mask_ratio(schedule: str, progress: float | torch.Tensor) -> float | torch.Tensor:
+    """Fraction of tokens masked at `progress` in [0, 1] (a float, or a tensor elementwise)."""
+    check_mask_schedule(schedule)
+    is_tensor = isinstance(progress, torch.Tensor)
+    lib = torch if is_tensor else math
+    if schedule == "cosine":
+        return lib.cos(progress * (math.pi / 2))
+    if schedule == "arccos":
+        return (lib.acos(progress) if is_tensor else math.acos(progress)) / (math.pi / 2)
+    return 1 - progress
+
+
+def num_masked_after_step(schedule: str, step: int, num_steps: int, num_tokens: int) -> int:
+    """Tokens still masked after decoding step `step` (0-based) of `num_steps` (DESIGN §1).
+
+    `floor(N * ratio((step + 1) / T))`, lowered so that every step reveals at least one token
+    (while any remain) and none stay masked after the last step.
+    """
+    if step >= num_steps - 1:
+        return 0
+    masked = math.floor(num_tokens * mask_ratio(schedule, (step + 1) / num_steps))
+    still_masked_before = num_tokens if step == 0 else num_masked_after_step(schedule, step - 1, num_steps, num_tokens)
+    return max(0, min(masked, still_masked_before - 1))
+
+
+def training_mask_counts(schedule: str, progress: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Tokens to mask per example for training: `ceil(ratio(r) * N)`, at least 1, for `r ~ U(0, 1)` `[B]`."""
+    counts = torch.ceil(mask_ratio(schedule, progress) * num_tokens).long()
+    return counts.clamp(1, num_tokens)
