@@ -8,9 +8,16 @@ from transformers import AutoConfig, AutoModel
 
 from .configuration_mgnt import MGNTConfig
 from .modeling_mgnt import MGNTKVCache, MGNTTransformer, MGNTTransformerOutput, count_forward_flops
+from .configuration_vq import MGNTVQConfig
+from .modeling_vq import MGNTVQModel, MGNTVQModelOutput
+from .evaluation import MGNTFeatureClassifier, MGNTFeatureClassifierConfig
 
 AutoConfig.register("mgnt", MGNTConfig, exist_ok=True)
 AutoModel.register(MGNTConfig, MGNTTransformer, exist_ok=True)
+AutoConfig.register("mgnt_vq", MGNTVQConfig, exist_ok=True)
+AutoModel.register(MGNTVQConfig, MGNTVQModel, exist_ok=True)
+AutoConfig.register("mgnt_feature_classifier", MGNTFeatureClassifierConfig, exist_ok=True)
+AutoModel.register(MGNTFeatureClassifierConfig, MGNTFeatureClassifier, exist_ok=True)
 
 __version__ = "0.1.0"
 
@@ -20,4 +27,9 @@ __all__ = [
     "MGNTTransformer",
     "MGNTTransformerOutput",
     "count_forward_flops",
+    "MGNTVQConfig",
+    "MGNTVQModel",
+    "MGNTVQModelOutput",
+    "MGNTFeatureClassifier",
+    "MGNTFeatureClassifierConfig",
 ]

@@ -1,0 +1,160 @@
+"""MGNT VQ tokenizer configuration."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+
+class MGNTVQConfig(PretrainedConfig):
+    r"""
+    Configuration of [`MGNTVQModel`], the VQGAN-style image tokenizer of MaGNeTS: a convolutional
+    encoder maps `[C, H, W]` pixels in `[-1, 1]` to an `[h, w]` grid of vectors, each replaced by its
+    nearest codebook entry; a convolutional decoder maps the quantised grid back to pixels.
+
+    The encoder has one level per entry of `channel_multipliers`; every level but the last halves the
+    resolution, so the downsampling factor is `f = 2 ** (len(channel_multipliers) - 1)` and the token
+    grid is `resolution // f`.
+
+    Args:
+        num_channels (`int`, defaults to 3):
+            Image channels: 3 (RGB) or 1 (grayscale).
+        resolution (`int` or `tuple[int, int]`, defaults to 256):
+            Image size `(H, W)` the tokenizer is trained and used at (an int means square). Both sides
+            must be divisible by the downsampling factor. It fixes `token_grid`, which a transformer
+            trained on this tokenizer's ids must share.
+        codebook_size (`int`, defaults to 1024):
+            Number of codebook entries; token ids are in `[0, codebook_size)`.
+        embedding_dim (`int`, defaults to 256):
+            Dimension of each codebook entry (the encoder's output channels).
+        base_channels (`int`, defaults to 128):
+            Channels of the first encoder level; level `i` has `base_channels * channel_multipliers[i]`.
+        channel_multipliers (`tuple[int, ...]`, defaults to `(1, 1, 2, 2, 4)`):
+            Channel multiplier per level; `len - 1` downsamplings by 2.
+        num_res_blocks (`int`, defaults to 2):
+            Residual blocks per encoder level (the decoder has the same number per level).
+        norm_num_groups (`int`, defaults to 32):
+            Groups of every GroupNorm; must divide every level's channel count.
+        commitment_weight (`float`, defaults to 0.25):
+            Weight `beta` of the commitment loss `||z - sg(e)||^2` relative to the codebook loss
+            `||sg(z) - e||^2` (VQ-VAE).
+        normalize_codes (`bool`, defaults to `False`):
+            L2-normalise encoder outputs and codebook entries before the nearest-neighbour search
+            (cosine-similarity codebook, ViT-VQGAN); tends to use more of the codebook.
+        restart_dead_codes (`bool`, defaults to `True`):
+            In training, replace codes whose running usage falls below `dead_code_threshold` by
+            randomly chosen encoder outputs of the current batch.
+        usage_decay (`float`, defaults to 0.99):
+            Decay of the running (exponential moving average) share of tokens assigned to each code.
+        dead_code_threshold (`float`, defaults to 0.03):
+            A code is dead when its running share is below `dead_code_threshold / codebook_size`, i.e.
+            below this fraction of the uniform share.
+
+    Example:
+
+    ```python
+    >>> from mgnt_hf import MGNTVQConfig, MGNTVQModel
+    >>> config = MGNTVQConfig.from_preset("fashion-mnist")
+    >>> config.token_grid, config.downsample_factor
+    ((8, 8), 4)
+    >>> model = MGNTVQModel(config)
+    ```
+    """
+
+    model_type = "mgnt_vq"
+
+    num_channels: int = 3
+    resolution: int | tuple[int, int] | list[int] = 256
+    codebook_size: int = 1024
+    embedding_dim: int = 256
+    base_channels: int = 128
+    channel_multipliers: tuple[int, ...] | list[int] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    norm_num_groups: int = 32
+    commitment_weight: float = 0.25
+    normalize_codes: bool = False
+    restart_dead_codes: bool = True
+    usage_decay: float = 0.99
+    dead_code_threshold: float = 0.03
+
+    def __post_init__(self, **kwargs):
+        # JSON gives lists back; the config always holds tuples.
+        if isinstance(self.resolution, (list, tuple)):
+            self.resolution = tuple(self.resolution)
+        else:
+            self.resolution = (self.resolution, self.resolution)
+        self.channel_multipliers = tuple(self.channel_multipliers)
+        self._validate_vq_fields()
+        super().__post_init__(**kwargs)
+
+    def _validate_vq_fields(self):
+        def is_positive_int(value):
+            return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+        if self.num_channels not in (1, 3) or isinstance(self.num_channels, bool):
+            raise ValueError(f"MGNTVQConfig.num_channels must be 1 (grayscale) or 3 (RGB), got {self.num_channels!r}")
+        for name in ("codebook_size", "embedding_dim", "base_channels", "num_res_blocks", "norm_num_groups"):
+            if not is_positive_int(getattr(self, name)):
+                raise ValueError(f"MGNTVQConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.codebook_size < 2:
+            raise ValueError(f"MGNTVQConfig.codebook_size must be at least 2, got {self.codebook_size}")
+        if not self.channel_multipliers or not all(is_positive_int(m) for m in self.channel_multipliers):
+            raise ValueError(
+                f"MGNTVQConfig.channel_multipliers must be a non-empty sequence of positive integers, "
+                f"got {self.channel_multipliers!r}"
+            )
+        for channels in self.level_channels:
+            if channels % self.norm_num_groups:
+                raise ValueError(
+                    f"MGNTVQConfig.norm_num_groups ({self.norm_num_groups}) must divide every level's channels "
+                    f"{list(self.level_channels)} (base_channels * channel_multipliers)"
+                )
+        if len(self.resolution) != 2 or not all(is_positive_int(size) for size in self.resolution):
+            raise ValueError(
+                f"MGNTVQConfig.resolution must be a positive int or (H, W) of positive ints, got {self.resolution!r}"
+            )
+        factor = self.downsample_factor
+        if any(size % factor for size in self.resolution):
+            raise ValueError(
+                f"MGNTVQConfig.resolution {self.resolution} is not divisible by the downsampling factor {factor} "
+                f"(2 ** (len(channel_multipliers) - 1) with channel_multipliers={self.channel_multipliers})"
+            )
+        if not float(self.commitment_weight) >= 0.0:
+            raise ValueError(f"MGNTVQConfig.commitment_weight must be >= 0, got {self.commitment_weight!r}")
+        if not 0.0 < float(self.usage_decay) < 1.0:
+            raise ValueError(f"MGNTVQConfig.usage_decay must be in (0, 1), got {self.usage_decay!r}")
+        if not 0.0 <= float(self.dead_code_threshold) < 1.0:
+            raise ValueError(f"MGNTVQConfig.dead_code_threshold must be in [0, 1), got {self.dead_code_threshold!r}")
+
+    @property
+    def level_channels(self) -> tuple[int, ...]:
+        """Channels of each encoder level, `base_channels * channel_multipliers[i]`."""
+        return tuple(self.base_channels * multiplier for multiplier in self.channel_multipliers)
+
+    @property
+    def downsample_factor(self) -> int:
+        """Pixels per token along each side, `f = 2 ** (len(channel_multipliers) - 1)`."""
+        return 2 ** (len(self.channel_multipliers) - 1)
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """Token grid `(h, w) = resolution // f` of an image at `resolution`."""
+        return tuple(size // self.downsample_factor for size in self.resolution)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MGNTVQConfig":
+        """A named configuration (see `VQ_PRESETS`), with any field overridden by keyword."""
+        if name not in VQ_PRESETS:
+            raise ValueError(f"unknown tokenizer preset {name!r}; allowed: {sorted(VQ_PRESETS)}")
+        return cls(**{**VQ_PRESETS[name], **overrides})
+
+
+VQ_PRESETS = {
+    # MaskGIT's ImageNet tokenizer shape: 256px -> 16x16 tokens, 1024 codes (the config defaults).
+    "imagenet-256": dict(),
+    # Fashion-MNIST: 28x28 grayscale, padded to 32x32 by the data transform; f=4 -> 8x8 tokens. A small
+    # network (32/64/128 channels at 32/16/8 px) with a 512-entry codebook: 64 tokens x 9 bits per image.
+    "fashion-mnist": dict(
+        num_channels=1, resolution=32, codebook_size=512, embedding_dim=32, base_channels=32,
+        channel_multipliers=(1, 2, 4), num_res_blocks=1, norm_num_groups=8,
+    ),
+}

@@ -1,0 +1,393 @@
+"""MGNT VQ tokenizer: pixels <-> token grids (VQGAN-style, without attention).
+
+Encoder: `conv_in`, one level per channel multiplier (`num_res_blocks` residual blocks, then a
+stride-2 convolution except at the last level), a middle residual block, `GroupNorm -> SiLU ->
+conv` to `embedding_dim` channels. Quantizer: nearest codebook entry per grid position (squared
+Euclidean distance, or cosine with `normalize_codes`), straight-through gradients, the VQ-VAE
+codebook and commitment losses, running code usage and dead-code restart. Decoder: the mirror
+image, with nearest-neighbour upsampling followed by a convolution.
+
+Pixels are `[B, C, H, W]` in `[-1, 1]`; token ids are `[B, h, w]` with `(h, w) = (H, W) // f`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_vq import MGNTVQConfig
+
+
+@dataclass
+class MGNTVQQuantizerOutput(ModelOutput):
+    """
+    Args:
+        quantized (`torch.FloatTensor` `[B, D, h, w]`): codebook vectors, with straight-through gradients
+            to the encoder output in training.
+        token_ids (`torch.LongTensor` `[B, h, w]`): index of the chosen codebook entry per position.
+        codebook_loss (`torch.FloatTensor` scalar): `mean ||sg(z) - e||^2`, moves codes towards encoder outputs.
+        commitment_loss (`torch.FloatTensor` scalar): `mean ||z - sg(e)||^2`, keeps the encoder near its codes.
+        perplexity (`torch.FloatTensor` scalar): `exp(entropy)` of this batch's code histogram (all
+            processes together in distributed training); `codebook_size` means uniform usage.
+        codes_used_fraction (`torch.FloatTensor` scalar): fraction of codes used at least once in this batch.
+        num_restarted_codes (`int`): dead codes replaced by encoder outputs in this call (training only).
+    """
+
+    quantized: torch.FloatTensor | None = None
+    token_ids: torch.LongTensor | None = None
+    codebook_loss: torch.FloatTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    perplexity: torch.FloatTensor | None = None
+    codes_used_fraction: torch.FloatTensor | None = None
+    num_restarted_codes: int | None = None
+
+
+@dataclass
+class MGNTVQModelOutput(ModelOutput):
+    """
+    Args:
+        loss (`torch.FloatTensor` scalar): `reconstruction_loss + codebook_loss + commitment_weight *
+            commitment_loss`. Training scripts may combine the terms differently (L1, adversarial).
+        reconstruction (`torch.FloatTensor` `[B, C, H, W]`): decoder output, *not* clamped, so that
+            losses keep their gradients; `decode` clamps to `[-1, 1]`.
+        token_ids (`torch.LongTensor` `[B, h, w]`): the image's tokens.
+        reconstruction_loss (`torch.FloatTensor` scalar): mean squared error to `pixel_values`.
+        codebook_loss, commitment_loss, perplexity, codes_used_fraction, num_restarted_codes: see
+            [`MGNTVQQuantizerOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    reconstruction: torch.FloatTensor | None = None
+    token_ids: torch.LongTensor | None = None
+    reconstruction_loss: torch.FloatTensor | None = None
+    codebook_loss: torch.FloatTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    perplexity: torch.FloatTensor | None = None
+    codes_used_fraction: torch.FloatTensor | None = None
+    num_restarted_codes: int | None = None
+
+
+class MGNTVQResidualBlock(GradientCheckpointingLayer):
+    """`x + conv(SiLU(norm(conv(SiLU(norm(x))))))`, with a 1x1 convolution on the skip path when channels change."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(num_groups, in_channels, eps=1e-6)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(num_groups, out_channels, eps=1e-6)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        residual = self.conv1(F.silu(self.norm1(hidden_states)))
+        residual = self.conv2(F.silu(self.norm2(residual)))
+        return self.skip(hidden_states) + residual
+
+
+class MGNTVQEncoder(nn.Module):
+    """`[B, C, H, W]` pixels -> `[B, embedding_dim, H/f, W/f]` continuous latents."""
+
+    def __init__(self, config: MGNTVQConfig):
+        super().__init__()
+        channels = config.level_channels
+        groups = config.norm_num_groups
+        self.conv_in = nn.Conv2d(config.num_channels, channels[0], 3, padding=1)
+        self.levels = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        in_channels = channels[0]
+        for level, out_channels in enumerate(channels):
+            blocks = []
+            for _ in range(config.num_res_blocks):
+                blocks.append(MGNTVQResidualBlock(in_channels, out_channels, groups))
+                in_channels = out_channels
+            self.levels.append(nn.ModuleList(blocks))
+            if level < len(channels) - 1:
+                self.downsamples.append(nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1))
+        self.mid_block = MGNTVQResidualBlock(channels[-1], channels[-1], groups)
+        self.norm_out = nn.GroupNorm(groups, channels[-1], eps=1e-6)
+        self.conv_out = nn.Conv2d(channels[-1], config.embedding_dim, 3, padding=1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.conv_in(pixel_values)
+        for level, blocks in enumerate(self.levels):
+            for block in blocks:
+                hidden_states = block(hidden_states)
+            if level < len(self.downsamples):
+                hidden_states = self.downsamples[level](hidden_states)
+        hidden_states = self.mid_block(hidden_states)
+        return self.conv_out(F.silu(self.norm_out(hidden_states)))
+
+
+class MGNTVQUpsample(nn.Module):
+    """Nearest-neighbour x2 upsampling followed by a 3x3 convolution (no checkerboard artefacts)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(hidden_states, scale_factor=2.0, mode="nearest"))
+
+
+class MGNTVQDecoder(nn.Module):
+    """`[B, embedding_dim, h, w]` quantised latents -> `[B, C, h*f, w*f]` pixels (unclamped)."""
+
+    def __init__(self, config: MGNTVQConfig):
+        super().__init__()
+        channels = config.level_channels
+        groups = config.norm_num_groups
+        self.conv_in = nn.Conv2d(config.embedding_dim, channels[-1], 3, padding=1)
+        self.mid_block = MGNTVQResidualBlock(channels[-1], channels[-1], groups)
+        # Levels from the coarsest to the finest; every level but the finest ends with an upsampling.
+        self.levels = nn.ModuleList()
+        self.upsamples = nn.ModuleList()
+        in_channels = channels[-1]
+        for level in reversed(range(len(channels))):
+            out_channels = channels[level]
+            blocks = []
+            for _ in range(config.num_res_blocks):
+                blocks.append(MGNTVQResidualBlock(in_channels, out_channels, groups))
+                in_channels = out_channels
+            self.levels.append(nn.ModuleList(blocks))
+            if level > 0:
+                self.upsamples.append(MGNTVQUpsample(out_channels))
+        self.norm_out = nn.GroupNorm(groups, channels[0], eps=1e-6)
+        self.conv_out = nn.Conv2d(channels[0], config.num_channels, 3, padding=1)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.mid_block(self.conv_in(latents))
+        for level, blocks in enumerate(self.levels):
+            for block in blocks:
+                hidden_states = block(hidden_states)
+            if level < len(self.upsamples):
+                hidden_states = self.upsamples[level](hidden_states)
+        return self.conv_out(F.silu(self.norm_out(hidden_states)))
+
+
+class MGNTVQQuantizer(nn.Module):
+    """Nearest-neighbour vector quantiser with straight-through gradients, usage statistics and dead-code restart.
+
+    `code_usage` is a persistent buffer (saved with the model and in training checkpoints): the running
+    share of tokens assigned to each code, summed over processes in distributed training so that every
+    process restarts the same codes with the same vectors.
+    """
+
+    def __init__(self, config: MGNTVQConfig):
+        super().__init__()
+        self.codebook_size = config.codebook_size
+        self.normalize_codes = config.normalize_codes
+        self.restart_dead_codes = config.restart_dead_codes
+        self.usage_decay = config.usage_decay
+        self.dead_code_threshold = config.dead_code_threshold
+        self.codebook = nn.Embedding(config.codebook_size, config.embedding_dim)
+        self.register_buffer("code_usage", torch.full((config.codebook_size,), 1.0 / config.codebook_size))
+
+    def codebook_vectors(self) -> torch.Tensor:
+        """`[K, D]` codebook in the space the search runs in (unit vectors with `normalize_codes`)."""
+        codes = self.codebook.weight
+        return F.normalize(codes, dim=-1) if self.normalize_codes else codes
+
+    def _flatten(self, latents: torch.Tensor) -> torch.Tensor:
+        flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # [B*h*w, D]
+        return F.normalize(flat, dim=-1) if self.normalize_codes else flat
+
+    @torch.no_grad()
+    def nearest_codes(self, latents: torch.Tensor) -> torch.LongTensor:
+        """`[B, D, h, w]` latents -> `[B, h, w]` ids of the nearest codes (searched in float32)."""
+        batch, _, height, width = latents.shape
+        # Autocast off: bfloat16 distances would tie or swap near neighbours.
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            flat = self._flatten(latents.float())
+            codes = self.codebook_vectors().float()
+            # ||z||^2 is the same for every code, so argmin ||z - e||^2 = argmin (||e||^2 - 2 z.e).
+            distances = (codes * codes).sum(dim=1)[None, :] - 2.0 * flat @ codes.t()  # [B*h*w, K]
+        return distances.argmin(dim=1).view(batch, height, width)
+
+    def lookup(self, token_ids: torch.LongTensor) -> torch.Tensor:
+        """`[B, h, w]` ids -> `[B, D, h, w]` codebook vectors."""
+        return F.embedding(token_ids, self.codebook_vectors()).permute(0, 3, 1, 2).contiguous()
+
+    @torch.no_grad()
+    def _update_usage_and_restart(self, flat_latents: torch.Tensor, counts: torch.Tensor) -> int:
+        """Update the running usage from `counts [K]` (already summed over processes); restart dead codes."""
+        share = counts / counts.sum().clamp(min=1.0)
+        self.code_usage.mul_(self.usage_decay).add_(share.to(self.code_usage.dtype), alpha=1.0 - self.usage_decay)
+        if not self.restart_dead_codes:
+            return 0
+        dead = (self.code_usage < self.dead_code_threshold / self.codebook_size).nonzero().flatten()
+        if dead.numel() == 0:
+            return 0
+        # New codes are encoder outputs of this batch (process 0's, broadcast so every replica matches).
+        # They are drawn with replacement, plus a little noise so repeated picks do not coincide.
+        picks = torch.randint(0, flat_latents.shape[0], (dead.numel(),), device=flat_latents.device)
+        replacements = flat_latents[picks].float()
+        replacements = replacements + 1e-3 * replacements.std() * torch.randn_like(replacements)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.broadcast(replacements, src=0)
+        self.codebook.weight.data[dead] = replacements.to(self.codebook.weight.dtype)
+        # A restarted code gets the uniform share back, i.e. time to be picked before it counts as dead again.
+        self.code_usage[dead] = 1.0 / self.codebook_size
+        return int(dead.numel())
+
+    def forward(self, latents: torch.Tensor) -> MGNTVQQuantizerOutput:
+        """`[B, D, h, w]` encoder latents -> quantised latents, ids, losses and usage statistics."""
+        token_ids = self.nearest_codes(latents)
+        counts = torch.bincount(token_ids.flatten(), minlength=self.codebook_size).float()
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if distributed and self.training:
+            dist.all_reduce(counts)
+        num_restarted = 0
+        if self.training:
+            # Before the codebook enters the autograd graph: an in-place change afterwards would break backward.
+            num_restarted = self._update_usage_and_restart(self._flatten(latents.detach()), counts)
+
+        if self.normalize_codes:
+            latents = F.normalize(latents, dim=1)
+        quantized = self.lookup(token_ids).to(latents.dtype)
+        codebook_loss = F.mse_loss(quantized.float(), latents.detach().float())
+        commitment_loss = F.mse_loss(latents.float(), quantized.detach().float())
+        quantized = latents + (quantized - latents).detach()  # straight-through estimator
+
+        probabilities = counts / counts.sum().clamp(min=1.0)
+        entropy = -(probabilities * torch.log(probabilities.clamp(min=1e-12))).sum()
+        return MGNTVQQuantizerOutput(
+            quantized=quantized,
+            token_ids=token_ids,
+            codebook_loss=codebook_loss,
+            commitment_loss=commitment_loss,
+            perplexity=torch.exp(entropy),
+            codes_used_fraction=(counts > 0).float().mean(),
+            num_restarted_codes=num_restarted,
+        )
+
+
+class MGNTVQPreTrainedModel(PreTrainedModel):
+    config_class = MGNTVQConfig
+    config: MGNTVQConfig
+    base_model_prefix = "mgnt_vq"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MGNTVQResidualBlock", "MGNTVQQuantizer"]
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Conv2d):
+            # PyTorch's default convolution initialisation (Kaiming-uniform): GroupNorm-ed conv stacks train
+            # well from it, while the transformers default (normal, std 0.02) starves 3x3 convs of signal.
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, MGNTVQQuantizer):
+            bound = 1.0 / module.codebook_size
+            init.uniform_(module.codebook.weight, -bound, bound)
+            init.constant_(module.code_usage, 1.0 / module.codebook_size)
+        elif isinstance(module, nn.Embedding):
+            pass  # the codebook, initialised with its quantizer above
+        else:
+            super()._init_weights(module)
+
+
+class MGNTVQModel(MGNTVQPreTrainedModel):
+    """The MaGNeTS image tokenizer.
+
+    `encode(pixels [B, C, H, W] in [-1, 1]) -> ids [B, h, w]`, `decode(ids) -> pixels in [-1, 1]`,
+    `forward(pixels)` -> reconstruction, ids and loss terms for training. Images must have
+    `config.num_channels` channels and sides divisible by `config.downsample_factor` (any such size
+    works: the network is fully convolutional; `config.resolution` is the size it was trained at).
+    """
+
+    def __init__(self, config: MGNTVQConfig):
+        super().__init__(config)
+        self.encoder = MGNTVQEncoder(config)
+        self.quantizer = MGNTVQQuantizer(config)
+        self.decoder = MGNTVQDecoder(config)
+        self.post_init()
+
+    def _check_pixels(self, pixel_values: torch.Tensor) -> None:
+        config = self.config
+        if not isinstance(pixel_values, torch.Tensor) or not pixel_values.is_floating_point() \
+                or pixel_values.dim() != 4:
+            raise ValueError(
+                f"pixel_values must be a float tensor [B, C, H, W], got "
+                f"{getattr(pixel_values, 'dtype', type(pixel_values).__name__)} {list(getattr(pixel_values, 'shape', []))}"
+            )
+        if pixel_values.shape[1] != config.num_channels:
+            raise ValueError(
+                f"pixel_values has {pixel_values.shape[1]} channels but this tokenizer takes "
+                f"num_channels={config.num_channels}"
+            )
+        factor = config.downsample_factor
+        height, width = pixel_values.shape[-2:]
+        if height % factor or width % factor or height == 0 or width == 0:
+            raise ValueError(
+                f"image size {height}x{width} is not divisible by the downsampling factor {factor}; "
+                f"pad or resize to a multiple of {factor} (this tokenizer was trained at {config.resolution})"
+            )
+
+    def encode_latents(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`[B, C, H, W]` pixels -> `[B, embedding_dim, H/f, W/f]` continuous (unquantised) latents."""
+        self._check_pixels(pixel_values)
+        return self.encoder(pixel_values.to(self.dtype))
+
+    @torch.no_grad()
+    def encode(self, pixel_values: torch.Tensor) -> torch.LongTensor:
+        """`[B, C, H, W]` pixels in `[-1, 1]` -> token ids `[B, H/f, W/f]` in `[0, codebook_size)`."""
+        return self.quantizer.nearest_codes(self.encode_latents(pixel_values))
+
+    def decode_latents(self, quantized: torch.Tensor) -> torch.Tensor:
+        """`[B, embedding_dim, h, w]` quantised latents -> `[B, C, h*f, w*f]` unclamped pixels."""
+        return self.decoder(quantized)
+
+    @torch.no_grad()
+    def decode(self, token_ids: torch.LongTensor) -> torch.Tensor:
+        """Token ids `[B, h, w]` -> pixels `[B, C, h*f, w*f]` clamped to `[-1, 1]`."""
+        if not isinstance(token_ids, torch.Tensor) or token_ids.dtype != torch.long or token_ids.dim() != 3:
+            raise ValueError(
+                f"token_ids must be a LongTensor [B, h, w], got "
+                f"{getattr(token_ids, 'dtype', type(token_ids).__name__)} {list(getattr(token_ids, 'shape', []))}"
+            )
+        if token_ids.numel() and bool(((token_ids < 0) | (token_ids >= self.config.codebook_size)).any()):
+            raise ValueError(f"token_ids must be in [0, {self.config.codebook_size}) (codebook_size)")
+        quantized = self.quantizer.lookup(token_ids.to(self.device)).to(self.dtype)
+        return self.decode_latents(quantized).clamp(-1.0, 1.0)
+
+    def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs) -> MGNTVQModelOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` `[B, C, H, W]`): images in `[-1, 1]`.
+
+        Returns:
+            [`MGNTVQModelOutput`]: `reconstruction [B, C, H, W]` (unclamped), `token_ids [B, h, w]`, the
+            loss terms and codebook usage. In training mode the running code usage is updated and dead
+            codes are restarted.
+        """
+        if kwargs:
+            raise ValueError(f"unexpected arguments to MGNTVQModel.forward: {sorted(kwargs)}")
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        latents = self.encode_latents(pixel_values)
+        quantizer_output = self.quantizer(latents)
+        reconstruction = self.decode_latents(quantizer_output.quantized)
+        reconstruction_loss = F.mse_loss(reconstruction.float(), pixel_values.float())
+        loss = reconstruction_loss + quantizer_output.codebook_loss \
+            + self.config.commitment_weight * quantizer_output.commitment_loss
+        output = MGNTVQModelOutput(
+            loss=loss,
+            reconstruction=reconstruction,
+            token_ids=quantizer_output.token_ids,
+            reconstruction_loss=reconstruction_loss,
+            codebook_loss=quantizer_output.codebook_loss,
+            commitment_loss=quantizer_output.commitment_loss,
+            perplexity=quantizer_output.perplexity,
+            codes_used_fraction=quantizer_output.codes_used_fraction,
+            num_restarted_codes=quantizer_output.num_restarted_codes,
+        )
+        return output if return_dict else output.to_tuple()
