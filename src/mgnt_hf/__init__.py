@@ -11,6 +11,7 @@ from .modeling_mgnt import MGNTKVCache, MGNTTransformer, MGNTTransformerOutput, 
 from .configuration_vq import MGNTVQConfig
 from .modeling_vq import MGNTVQModel, MGNTVQModelOutput
 from .evaluation import MGNTFeatureClassifier, MGNTFeatureClassifierConfig
+from .scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, MGNTScheduler, MGNTSchedulerOutput
 
 AutoConfig.register("mgnt", MGNTConfig, exist_ok=True)
 AutoModel.register(MGNTConfig, MGNTTransformer, exist_ok=True)
@@ -32,4 +33,7 @@ __all__ = [
     "MGNTVQModelOutput",
     "MGNTFeatureClassifier",
     "MGNTFeatureClassifierConfig",
+    "MGNTScheduler",
+    "MGNTSchedulerOutput",
+    "WIDTH_SCHEDULE_PRESETS",
 ]
