@@ -12,6 +12,7 @@ from .configuration_vq import MGNTVQConfig
 from .modeling_vq import MGNTVQModel, MGNTVQModelOutput
 from .evaluation import MGNTFeatureClassifier, MGNTFeatureClassifierConfig
 from .scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, MGNTScheduler, MGNTSchedulerOutput
+from .pipeline_mgnt import MGNTPipeline, MGNTPipelineOutput
 
 AutoConfig.register("mgnt", MGNTConfig, exist_ok=True)
 AutoModel.register(MGNTConfig, MGNTTransformer, exist_ok=True)
@@ -36,4 +37,6 @@ __all__ = [
     "MGNTScheduler",
     "MGNTSchedulerOutput",
     "WIDTH_SCHEDULE_PRESETS",
+    "MGNTPipeline",
+    "MGNTPipelineOutput",
 ]

@@ -1,0 +1,53 @@
+"""Shared tiny, randomly initialised components: a 4-width MGNTTransformer, an MGNTVQModel with the same 4x4
+token grid and 16 codes, an MGNTScheduler with its default (MaGNeTS) schedule, and the pipeline made of them.
+
+Each fixture builds fresh objects from a fixed seed, so tests may modify them.
+"""
+
+import pytest
+import torch
+
+from mgnt_hf import MGNTConfig, MGNTPipeline, MGNTScheduler, MGNTTransformer, MGNTVQConfig, MGNTVQModel
+
+# 4x4 tokens, 16 codes, 3 classes; widths D/8..D with head_dim 8, like the presets.
+TINY_TRANSFORMER_CONFIG = dict(
+    codebook_size=16, num_classes=3, token_grid=(4, 4), hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+    intermediate_size=128, nested_widths=(8, 16, 32, 64), id2label={0: "T-shirt/top", 1: "Trouser", 2: "Ankle boot"},
+)
+# 16x16 RGB images, downsampling x4 -> 4x4 tokens, 16 codes.
+TINY_VQ_CONFIG = dict(
+    num_channels=3, resolution=16, codebook_size=16, embedding_dim=8, base_channels=8, channel_multipliers=(1, 2, 2),
+    num_res_blocks=1, norm_num_groups=4,
+)
+
+
+def make_tiny_transformer(seed: int = 0, **overrides) -> MGNTTransformer:
+    torch.manual_seed(seed)
+    return MGNTTransformer(MGNTConfig(**{**TINY_TRANSFORMER_CONFIG, **overrides})).eval()
+
+
+def make_tiny_vqvae(seed: int = 0, **overrides) -> MGNTVQModel:
+    torch.manual_seed(seed)
+    return MGNTVQModel(MGNTVQConfig(**{**TINY_VQ_CONFIG, **overrides})).eval()
+
+
+@pytest.fixture
+def tiny_transformer() -> MGNTTransformer:
+    return make_tiny_transformer()
+
+
+@pytest.fixture
+def tiny_vqvae() -> MGNTVQModel:
+    return make_tiny_vqvae()
+
+
+@pytest.fixture
+def tiny_scheduler() -> MGNTScheduler:
+    return MGNTScheduler()
+
+
+@pytest.fixture
+def tiny_pipeline(tiny_transformer, tiny_vqvae, tiny_scheduler) -> MGNTPipeline:
+    pipe = MGNTPipeline(transformer=tiny_transformer, vqvae=tiny_vqvae, scheduler=tiny_scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
