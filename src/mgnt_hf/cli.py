@@ -1,0 +1,163 @@
+"""The `mgnt` command line.
+
+    mgnt generate [PIPELINE] --labels all --num-images-per-label 4 --output grid.png
+
+Subcommands register themselves in `SUBCOMMANDS` (a name -> function that adds its parser); each parser sets
+`handler`, a function of the parsed arguments that returns the exit status. Errors a user can fix
+(`ValueError`, `OSError`) are printed as one line, without a traceback, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_PIPELINE_NAME = "mgnt-fashion-mnist"
+
+
+def default_pipeline_candidates() -> list[Path]:
+    """Where the shipped default pipeline may be: the repo checkout's `pipelines/`, then package data."""
+    checkout = Path(__file__).resolve().parents[2] / "pipelines" / DEFAULT_PIPELINE_NAME
+    packaged = Path(str(importlib.resources.files("mgnt_hf"))) / "pipelines" / DEFAULT_PIPELINE_NAME
+    return [checkout, packaged]
+
+
+def resolve_pipeline(pipeline: str | None) -> str:
+    """The folder or Hub repo id to load: the given one, or the first default candidate that exists."""
+    if pipeline is not None:
+        return pipeline
+    candidates = default_pipeline_candidates()
+    for candidate in candidates:
+        if (candidate / "model_index.json").is_file():
+            return str(candidate)
+    raise OSError(
+        f"no PIPELINE given and the default pipeline '{DEFAULT_PIPELINE_NAME}' is not available (looked in "
+        f"{', '.join(str(c) for c in candidates)}); pass a saved pipeline folder or a Hub repo id"
+    )
+
+
+def parse_labels(values: list[str], num_classes: int) -> list[int | str]:
+    """`all` -> every class id; digits -> ints; anything else is a label name for the pipeline to resolve."""
+    if [value.lower() for value in values] == ["all"]:
+        return list(range(num_classes))
+    return [int(value) if value.lstrip("-").isdigit() else value for value in values]
+
+
+def parse_width_schedule(value: str | None):
+    """A JSON list like `[[0.5,6],[1.0,6]]`, or a preset name (checked by the scheduler)."""
+    if value is None or not value.lstrip().startswith("["):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--width-schedule {value!r} is not valid JSON ({error}); give e.g. '[[0.5,6],[1.0,6]]' "
+                         "or a preset name") from error
+
+
+def labelled_grid(images, row_names: list[str], images_per_row: int, scale: int):
+    """One row per label: the label's name, then its images (PIL images, upscaled `scale` x, nearest)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width, height = images[0].width * scale, images[0].height * scale
+    text_width = max(int(measure.textlength(name, font=font)) for name in row_names) + 12
+    padding = 2
+    grid = Image.new("RGB", (text_width + images_per_row * (width + padding), len(row_names) * (height + padding)),
+                     "white")
+    draw = ImageDraw.Draw(grid)
+    for row, name in enumerate(row_names):
+        top = row * (height + padding)
+        draw.text((6, top + height // 2), name, fill="black", font=font, anchor="lm")
+        for column in range(images_per_row):
+            image = images[row * images_per_row + column].convert("RGB").resize((width, height), Image.NEAREST)
+            grid.paste(image, (text_width + column * (width + padding), top))
+    return grid
+
+
+def generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .pipeline_mgnt import MGNTPipeline
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = MGNTPipeline.from_pretrained(resolve_pipeline(args.pipeline))
+    pipe.to(device, dtype=dtypes[args.dtype])
+    pipe.set_progress_bar_config(disable=True)
+    config = pipe.transformer.config
+    labels = parse_labels(args.labels, config.num_classes)
+    label_ids = pipe.get_label_ids(labels)
+    num_images = len(label_ids) * args.num_images_per_label
+    generator_device = "cuda" if str(device).startswith("cuda") else "cpu"
+    generators = [torch.Generator(generator_device).manual_seed(args.seed + i) for i in range(num_images)]
+
+    start = time.perf_counter()
+    output = pipe(label_ids, num_inference_steps=args.steps, guidance_scale=args.guidance, generator=generators,
+                  use_cache=False if args.no_cache else None, width_schedule=parse_width_schedule(args.width_schedule),
+                  num_images_per_prompt=args.num_images_per_label, output_type="pil")
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+
+    id2label = config.id2label if len(config.id2label or {}) == config.num_classes else {}
+    row_names = [f"{i}: {id2label[i]}" if i in id2label else str(i) for i in label_ids]
+    scale = args.scale or max(1, 64 // output.images[0].height)
+    grid = labelled_grid(output.images, row_names, args.num_images_per_label, scale)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    grid.save(args.output)
+    print(f"wrote {args.output}: {len(label_ids)} labels x {args.num_images_per_label} images")
+    print(f"widths per step: {output.widths}")
+    print(f"GFLOPs/image (transformer, both guidance branches): {output.gflops_per_image:.4f}")
+    print(f"seconds/image ({device}, {args.dtype}, incl. tokenizer decode): {seconds / num_images:.4f}")
+    return 0
+
+
+def add_generate_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate", help="generate a labelled grid of images",
+        description="Generate images with an MGNTPipeline and write a grid PNG (one row per label).")
+    parser.add_argument("pipeline", nargs="?", default=None,
+                        help=f"saved pipeline folder or Hub repo id (default: the shipped {DEFAULT_PIPELINE_NAME})")
+    parser.add_argument("--labels", nargs="+", default=["all"],
+                        help="class ids and/or names (quote names with spaces), or 'all' (default)")
+    parser.add_argument("--num-images-per-label", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=None, help="decoding steps (default: the width schedule's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale; 1 = off (default: scheduler's)")
+    parser.add_argument("--seed", type=int, default=0, help="image i uses a generator seeded seed + i")
+    parser.add_argument("--no-cache", action="store_true", help="full pass at every step (exactly MaskGIT)")
+    parser.add_argument("--width-schedule", default=None,
+                        help="JSON like '[[0.5,6],[1.0,6]]' or a preset name (maskgit, magnets, ...)")
+    parser.add_argument("--output", default="grid.png", help="PNG to write")
+    parser.add_argument("--scale", type=int, default=None, help="integer upscaling of each image (default: to 64 px)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    parser.set_defaults(handler=generate)
+
+
+SUBCOMMANDS = {"generate": add_generate_parser}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mgnt", description="MaGNeTS (mgnt_hf) command line")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in SUBCOMMANDS.values():
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, OSError) as error:
+        print(f"mgnt {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
