@@ -121,7 +121,7 @@ Fashion-MNIST train split (60,000 images, MIT licence), {results['epochs']} epoc
 {results['batch_size']}, AdamW (peak learning rate {results['learning_rate']}, weight decay
 {results['weight_decay']}, warm-up then cosine decay), random horizontal flips and shifts of up to
 {results['max_shift']} pixels, mixed precision `{results['mixed_precision']}` on
-`{results['device']}` ({results['num_threads']} threads), seed {results['seed']}.
+`{results['device']}` with {results['num_threads']} torch intra-op thread(s), seed {results['seed']}.
 Wall time: {results['train_seconds'] / 60:.1f} min training, {results['test_seconds']:.1f} s test evaluation.
 
 ```bash
