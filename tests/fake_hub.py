@@ -571,9 +571,15 @@ class _HubHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_hub_server(tmp_path_factory):
     """A started `FakeHub`, stopped after the test. Pass it to `run_client`."""
-    hub = FakeHub(tmp_path_factory.mktemp("fake_hub")).start()
-    yield hub
-    hub.stop()
+    with FakeHub(tmp_path_factory.mktemp("fake_hub")) as hub:
+        yield hub
+
+
+@pytest.fixture(scope="module")
+def fake_hub_module_server(tmp_path_factory):
+    """One `FakeHub` shared by a test module: push once, check many things (repos persist between tests)."""
+    with FakeHub(tmp_path_factory.mktemp("fake_hub")) as hub:
+        yield hub
 
 
 _HF_ENV_TO_DROP = (
