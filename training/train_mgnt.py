@@ -1,0 +1,430 @@
+#!/usr/bin/env python
+"""Train the nested MGNT transformer with accelerate (one GPU, many GPUs, many nodes, or the CPU).
+
+    accelerate launch [--num_processes N | --multi_gpu | --config_file F] training/train_mgnt.py \
+        --vqvae_name_or_path runs/vq-fashion-mnist --dataset_name data/fashion-mnist \
+        --transformer_config training/configs/mgnt-fashion-mnist.json --output_dir runs/mgnt \
+        --train_batch_size 256 --learning_rate 1e-3 --max_train_steps 20000 --mixed_precision bf16
+
+Images are tokenized once with the VQ model into a `datasets` Arrow cache (reused across runs,
+invalidated when the tokenizer, preprocessing or data change). The objective is MaskGIT's masked
+cross-entropy with nested joint training (`mgnt_hf.nested_training`): every width learns the
+ground truth, smaller widths also distil the full width's predictions. The output folder ends up
+holding `checkpoint-<step>/` folders (atomic, resumable) and the final pipeline
+(`MGNTPipeline.from_pretrained(output_dir)`), with the EMA weights under `--use_ema`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from mgnt_hf import MGNTConfig, MGNTPipeline, MGNTScheduler, MGNTTransformer, MGNTVQModel
+from mgnt_hf.configuration_mgnt import PRESETS, preset_config
+from mgnt_hf.data import ImageTransform, RESIZE_MODES, check_images, decode_image, id2label_from_dataset, \
+    load_image_dataset, resolve_columns
+from mgnt_hf.masking import MASK_SCHEDULES
+from mgnt_hf.scheduling_mgnt import DEFAULT_WIDTH_SCHEDULE, WIDTH_SCHEDULE_PRESETS
+from mgnt_hf.nested_training import DISTILL_FROM, WIDTHS_PER_STEP, MGNTNestedTrainingObjective
+from mgnt_hf.token_cache import LABEL_COLUMN, TOKENS_COLUMN, tokenize_dataset
+from mgnt_hf.training_utils import EMAModel, StopSignalGuard, check_finite_losses, remove_incomplete_checkpoints, \
+    resolve_resume_checkpoint, resume_position, save_checkpoint, epoch_dataloader, steps_per_epoch
+
+logger = get_logger(__name__)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--vqvae_name_or_path", required=True,
+                      help="MGNTVQModel folder or Hub id (a pipeline folder with a vqvae/ subfolder works too)")
+    data.add_argument("--dataset_name", default=None, help="HF datasets name or a local dataset folder")
+    data.add_argument("--dataset_config_name", default=None)
+    data.add_argument("--train_data_dir", default=None, help="image folder with one subfolder per class")
+    data.add_argument("--image_column", default=None, help="image column (default: 'image' or the only image column)")
+    data.add_argument("--label_column", default="label")
+    data.add_argument("--resolution", type=int, default=None,
+                      help="image size fed to the tokenizer (default: the tokenizer's config.resolution)")
+    data.add_argument("--resize_mode", default="center_crop", choices=RESIZE_MODES,
+                      help="how images reach the resolution ('pad' for Fashion-MNIST 28 -> 32)")
+    data.add_argument("--random_flip", action="store_true",
+                      help="also train on horizontally flipped images (stored as tokens of the flipped images)")
+    data.add_argument("--token_cache_dir", default=None,
+                      help="where tokenized datasets are cached (default: <output_dir>/../token-cache)")
+    data.add_argument("--skip_bad_images", action="store_true")
+    data.add_argument("--cache_dir", default=None, help="datasets download cache")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--transformer_config", default=None,
+                       help=f"MGNTConfig JSON file or a preset name {sorted(PRESETS)}; codebook_size, token_grid, "
+                            "num_classes and id2label come from the tokenizer and the data")
+    model.add_argument("--pretrained_transformer_name_or_path", default=None,
+                       help="MGNTTransformer folder or Hub id to continue from or fine-tune")
+    model.add_argument("--class_dropout_prob", type=float, default=None, help="override the config's value")
+
+    objective = parser.add_argument_group("objective")
+    objective.add_argument("--mask_schedule", default="cosine", choices=MASK_SCHEDULES)
+    objective.add_argument("--distillation_weight", type=float, default=1.0)
+    objective.add_argument("--distillation_temperature", type=float, default=1.0)
+    objective.add_argument("--distill_from", default="full", choices=DISTILL_FROM)
+    objective.add_argument("--widths_per_step", default="all", choices=WIDTHS_PER_STEP)
+    objective.add_argument("--label_smoothing", type=float, default=0.1)
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", required=True)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--train_batch_size", type=int, default=64, help="per process")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--max_train_steps", type=int, default=None)
+    train.add_argument("--num_train_epochs", type=int, default=None, help="used when --max_train_steps is not set")
+    train.add_argument("--learning_rate", type=float, default=1e-4)
+    train.add_argument("--scale_lr", action="store_true", help="multiply the lr by processes x batch x accumulation")
+    train.add_argument("--lr_scheduler", default="cosine",
+                       help="diffusers get_scheduler name: linear, cosine, constant, constant_with_warmup, ...")
+    train.add_argument("--lr_warmup_steps", type=int, default=500)
+    train.add_argument("--adam_beta1", type=float, default=0.9)
+    train.add_argument("--adam_beta2", type=float, default=0.96)
+    train.add_argument("--adam_weight_decay", type=float, default=0.045)
+    train.add_argument("--max_grad_norm", type=float, default=1.0)
+    train.add_argument("--use_ema", action="store_true")
+    train.add_argument("--ema_decay", type=float, default=0.999)
+    train.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
+                       help="overrides the accelerate config")
+    train.add_argument("--gradient_checkpointing", action="store_true")
+    train.add_argument("--allow_tf32", action="store_true")
+    train.add_argument("--dataloader_num_workers", type=int, default=0)
+    train.add_argument("--checkpointing_steps", type=int, default=1000)
+    train.add_argument("--checkpoints_total_limit", type=int, default=None)
+    train.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
+    train.add_argument("--logging_steps", type=int, default=20)
+
+    validation = parser.add_argument_group("validation and the saved pipeline")
+    validation.add_argument("--width_schedule", default=None,
+                            help="decode-time width schedule saved with the pipeline: a preset name "
+                                 f"{sorted(WIDTH_SCHEDULE_PRESETS)} or JSON like '[[0.5, 6], [1.0, 6]]' "
+                                 f"(default: the scheduler's, {DEFAULT_WIDTH_SCHEDULE!r})")
+    validation.add_argument("--validation_steps", type=int, default=None,
+                            help="sample a grid (one image per class; baseline and MaGNeTS schedule) every N steps")
+    validation.add_argument("--validation_guidance_scale", type=float, default=3.0)
+    validation.add_argument("--validation_num_classes", type=int, default=10, help="classes shown in the grid")
+
+    hub = parser.add_argument_group("hub and logging")
+    hub.add_argument("--report_to", default="tensorboard", help="accelerate tracker(s), or 'none'")
+    hub.add_argument("--logging_dir", default="logs")
+    hub.add_argument("--push_to_hub", action="store_true")
+    hub.add_argument("--hub_model_id", default=None)
+    hub.add_argument("--hub_token", default=None)
+    hub.add_argument("--hub_private", action="store_true")
+
+    args = parser.parse_args(argv)
+    if args.width_schedule is not None and args.width_schedule not in WIDTH_SCHEDULE_PRESETS:
+        try:
+            args.width_schedule = json.loads(args.width_schedule)
+        except json.JSONDecodeError:
+            parser.error(f"--width_schedule must be a preset {sorted(WIDTH_SCHEDULE_PRESETS)} or JSON, "
+                         f"got {args.width_schedule!r}")
+    if (args.dataset_name is None) == (args.train_data_dir is None):
+        parser.error("give exactly one of --dataset_name and --train_data_dir")
+    if args.max_train_steps is None and args.num_train_epochs is None:
+        parser.error("give --max_train_steps or --num_train_epochs")
+    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "logging_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.max_train_steps is not None and args.max_train_steps < 1:
+        parser.error(f"--max_train_steps must be >= 1, got {args.max_train_steps}")
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id")
+    return args
+
+
+def load_vqvae(name_or_path: str) -> MGNTVQModel:
+    """A tokenizer folder, a pipeline folder (its `vqvae/`), or a Hub id."""
+    if os.path.isfile(os.path.join(name_or_path, "vqvae", "config.json")):
+        return MGNTVQModel.from_pretrained(name_or_path, subfolder="vqvae")
+    return MGNTVQModel.from_pretrained(name_or_path)
+
+
+def build_transformer(args, vqvae: MGNTVQModel, id2label: dict[int, str]) -> MGNTTransformer:
+    """The transformer to train; its codebook, token grid and classes must match the tokenizer and data."""
+    data_fields = dict(codebook_size=vqvae.config.codebook_size, token_grid=tuple(vqvae.config.token_grid),
+                       num_classes=len(id2label), id2label=id2label)
+    if args.pretrained_transformer_name_or_path:
+        transformer = MGNTTransformer.from_pretrained(args.pretrained_transformer_name_or_path)
+        config = transformer.config
+    else:
+        if args.transformer_config is None:
+            raise ValueError(f"give --transformer_config (a JSON file or a preset {sorted(PRESETS)}) or "
+                             "--pretrained_transformer_name_or_path")
+        if args.transformer_config in PRESETS:
+            config = preset_config(args.transformer_config, **data_fields)
+        elif os.path.isfile(args.transformer_config):
+            with open(args.transformer_config) as handle:
+                fields = json.load(handle)
+            fields.pop("model_type", None)
+            for name in ("codebook_size", "token_grid", "num_classes"):
+                if fields.get(name) is not None:
+                    given = tuple(fields[name]) if name == "token_grid" else fields[name]
+                    if given != data_fields[name]:
+                        raise ValueError(f"--transformer_config {args.transformer_config} has {name}={given!r} but the "
+                                         f"tokenizer and data need {data_fields[name]!r}")
+            config = MGNTConfig(**{**fields, **data_fields})
+        else:
+            raise OSError(f"--transformer_config {args.transformer_config!r} is neither a JSON file nor a preset "
+                          f"{sorted(PRESETS)}")
+        transformer = MGNTTransformer(config)
+    for name in ("codebook_size", "token_grid", "num_classes"):
+        if getattr(config, name) != data_fields[name]:
+            raise ValueError(f"the transformer has {name}={getattr(config, name)!r} but the tokenizer and data give "
+                             f"{data_fields[name]!r}")
+    if args.class_dropout_prob is not None:
+        config.class_dropout_prob = args.class_dropout_prob
+        config._validate_mgnt_fields()
+    return transformer
+
+
+def load_training_images(args):
+    """The training split, its image and label columns and `id2label`; bad columns fail here."""
+    dataset = load_image_dataset(dataset_name=args.dataset_name, train_data_dir=args.train_data_dir,
+                                 split="train", dataset_config_name=args.dataset_config_name, cache_dir=args.cache_dir)
+    image_column, label_column = resolve_columns(dataset, args.image_column, args.label_column, require_label=True)
+    return dataset, image_column, label_column, id2label_from_dataset(dataset, label_column)
+
+
+def tokenize_training_images(args, accelerator: Accelerator, vqvae: MGNTVQModel, dataset, image_column: str,
+                             label_column: str):
+    """Token grids of the training images (the main process checks and encodes on a cache miss; the
+    others then read its cache). Bad images fail here, before training."""
+    resolution = args.resolution or vqvae.config.resolution
+    transform = ImageTransform(num_channels=vqvae.config.num_channels, resolution=resolution,
+                               resize_mode=args.resize_mode)
+    cache_dir = args.token_cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "token-cache")
+    with accelerator.main_process_first():
+        return tokenize_dataset(
+            dataset, vqvae, lambda value: transform(decode_image(value)), cache_dir,
+            preprocessing={"resolution": list(transform.resolution), "num_channels": transform.num_channels,
+                           "resize_mode": transform.resize_mode, "pad_value": transform.pad_value,
+                           "skip_bad_images": args.skip_bad_images},
+            image_column=image_column, label_column=label_column, flip=args.random_flip,
+            prepare=lambda rows: check_images(rows, image_column, skip_bad_images=args.skip_bad_images),
+            device=accelerator.device, show_progress=accelerator.is_local_main_process)
+
+
+def make_scheduler(args, transformer: MGNTTransformer) -> MGNTScheduler:
+    """The scheduler saved with the pipeline; raises ValueError if its widths are not the transformer's."""
+    scheduler = MGNTScheduler() if args.width_schedule is None else MGNTScheduler(width_schedule=args.width_schedule)
+    scheduler.step_widths(transformer.config.hidden_size, transformer.config.nested_widths)
+    return scheduler
+
+
+def collate_tokens(rows: list[dict]) -> dict[str, torch.Tensor]:
+    return {"token_ids": torch.stack([row[TOKENS_COLUMN].long() for row in rows]),
+            "class_labels": torch.stack([row[LABEL_COLUMN] for row in rows]).long()}
+
+
+@torch.no_grad()
+def log_validation(accelerator, transformer, vqvae, id2label, args, step):
+    """A grid: one image per class, rows = MaskGIT baseline and the default MaGNeTS schedule."""
+    from PIL import Image
+
+    pipeline = MGNTPipeline(transformer=transformer, vqvae=vqvae, scheduler=make_scheduler(args, transformer))
+    pipeline.set_progress_bar_config(disable=True)
+    labels = list(range(min(args.validation_num_classes, len(id2label))))
+    rows = {}
+    for name, schedule in (("maskgit", [[1.0, 12]]), ("magnets", None)):
+        generator = torch.Generator(device="cpu").manual_seed(args.seed)
+        output = pipeline(labels, guidance_scale=args.validation_guidance_scale, generator=generator,
+                          width_schedule=schedule, output_type="pil")
+        rows[name] = output.images
+    width, height = rows["maskgit"][0].size
+    grid = Image.new(rows["maskgit"][0].mode, (width * len(labels), height * len(rows)))
+    for row_index, images in enumerate(rows.values()):
+        for column, image in enumerate(images):
+            grid.paste(image, (column * width, row_index * height))
+    folder = Path(args.output_dir) / "validation"
+    folder.mkdir(parents=True, exist_ok=True)
+    grid.save(folder / f"step-{step:07d}.png")
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            import numpy as np
+
+            array = np.asarray(grid.convert("RGB"))
+            tracker.writer.add_image("validation/maskgit_top_magnets_bottom", array, step, dataformats="HWC")
+    transformer.train()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    report_to = None if args.report_to in (None, "none") else args.report_to
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir,
+                                            logging_dir=os.path.join(args.output_dir, args.logging_dir)),
+        # The data order then depends only on seed and epoch, so a resumed run sees the same batches.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if args.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    set_seed(args.seed, device_specific=True)  # each process masks differently
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        remove_incomplete_checkpoints(args.output_dir)
+
+    vqvae = load_vqvae(args.vqvae_name_or_path).to(accelerator.device).eval().requires_grad_(False)
+    dataset, image_column, label_column, id2label = load_training_images(args)
+    transformer = build_transformer(args, vqvae, id2label)
+    make_scheduler(args, transformer)  # a schedule the model cannot run fails now, not after training
+    tokens = tokenize_training_images(args, accelerator, vqvae, dataset, image_column, label_column)
+    if args.gradient_checkpointing:
+        enable = getattr(transformer, "activation_checkpointing_enable", None) or transformer.gradient_checkpointing_enable
+        enable()
+    transformer.train()
+    objective = MGNTNestedTrainingObjective(
+        transformer, mask_schedule=args.mask_schedule, distillation_weight=args.distillation_weight,
+        distillation_temperature=args.distillation_temperature, distill_from=args.distill_from,
+        widths_per_step=args.widths_per_step, label_smoothing=args.label_smoothing)
+
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(transformer.parameters(), decay=args.ema_decay, model_cls=MGNTTransformer,
+                       model_config=transformer.config)
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+
+    learning_rate = args.learning_rate
+    if args.scale_lr:
+        learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
+    decay, no_decay = [], []
+    for name, parameter in transformer.named_parameters():
+        # Weight decay on matrices only: not on biases, norms or embedding tables.
+        (decay if parameter.dim() == 2 and "embeddings" not in name else no_decay).append(parameter)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.adam_weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2))
+
+    tokens = tokens.with_format("torch", columns=[TOKENS_COLUMN, LABEL_COLUMN])
+    dataloader = DataLoader(tokens, batch_size=args.train_batch_size, shuffle=True, drop_last=True,
+                            collate_fn=collate_tokens, num_workers=args.dataloader_num_workers)
+    if len(dataloader) == 0:
+        raise ValueError(f"{len(tokens)} training examples are fewer than one batch of {args.train_batch_size}")
+    batches_per_process = math.ceil(len(dataloader) / accelerator.num_processes)
+    updates_per_epoch = steps_per_epoch(batches_per_process, args.gradient_accumulation_steps)
+    max_train_steps = args.max_train_steps or args.num_train_epochs * updates_per_epoch
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer,
+                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=max_train_steps * accelerator.num_processes)
+    objective, optimizer, dataloader, lr_scheduler = accelerator.prepare(objective, optimizer, dataloader, lr_scheduler)
+
+    if accelerator.is_main_process:
+        tracker_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("mgnt", config=tracker_config)
+
+    global_step = 0
+    resume = resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    if resume is not None:
+        path, global_step = resume
+        accelerator.print(f"resuming from {path} at step {global_step}")
+        accelerator.load_state(str(path))
+    epoch, skip_batches = resume_position(global_step, args.gradient_accumulation_steps, len(dataloader))
+
+    total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(f"{len(tokens)} token grids, {max_train_steps} steps of {total_batch} examples, "
+                f"{sum(p.numel() for p in transformer.parameters()):,} parameters, widths "
+                f"{list(transformer.config.nested_widths)}", main_process_only=True)
+    progress = tqdm(range(max_train_steps), initial=global_step, desc="steps",
+                    disable=not accelerator.is_local_main_process)
+    tokens_per_example = transformer.config.num_grid_tokens
+    window_start, window_examples = time.perf_counter(), 0
+    stopped_by_signal = False
+    draw_generator = torch.Generator(device=accelerator.device)
+    accumulated = 0
+    unwrapped = accelerator.unwrap_model(objective).transformer
+
+    with StopSignalGuard() as guard:
+        while global_step < max_train_steps and not stopped_by_signal:
+            for batch in epoch_dataloader(accelerator, dataloader, epoch, skip_batches):
+                # Masks and label dropout depend only on (seed, process, micro-step): a resumed run draws
+                # exactly what the uninterrupted run drew, whatever else consumed the global RNG.
+                micro_step = global_step * args.gradient_accumulation_steps + accumulated
+                draw_generator.manual_seed(int(np.random.SeedSequence(
+                    [args.seed, accelerator.process_index, micro_step]).generate_state(1)[0]))
+                accumulated += 1
+                with accelerator.accumulate(objective):
+                    output = objective(batch["token_ids"], batch["class_labels"], generator=draw_generator)
+                    check_finite_losses({"loss": output.loss}, global_step, accelerator)
+                    accelerator.backward(output.loss)
+                    if accelerator.sync_gradients and args.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(objective.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                window_examples += batch["token_ids"].shape[0] * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                global_step += 1
+                accumulated = 0
+                progress.update(1)
+                if ema is not None:
+                    ema.step(unwrapped.parameters())
+
+                if global_step % args.logging_steps == 0 or global_step == max_train_steps:
+                    elapsed = time.perf_counter() - window_start
+                    logs = {f"loss/width_{w}": accelerator.reduce(l.float(), "mean").item()
+                            for w, l in output.width_losses.items()}
+                    logs.update({f"distillation/width_{w}": accelerator.reduce(l.float(), "mean").item()
+                                 for w, l in output.distillation_losses.items()})
+                    logs["loss/total"] = accelerator.reduce(output.loss.detach().float(), "mean").item()
+                    logs["masked_accuracy"] = accelerator.reduce(output.masked_accuracy.float(), "mean").item()
+                    logs["lr"] = lr_scheduler.get_last_lr()[0]
+                    logs["tokens_per_second"] = window_examples * tokens_per_example / max(elapsed, 1e-9)
+                    accelerator.log(logs, step=global_step)
+                    progress.set_postfix(loss=f"{logs['loss/total']:.3f}", tok_s=f"{logs['tokens_per_second']:.0f}")
+                    window_start, window_examples = time.perf_counter(), 0
+
+                if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
+                    save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                    log_validation(accelerator, unwrapped, vqvae, id2label, args, global_step)
+                if guard.should_stop(accelerator):
+                    stopped_by_signal = True
+                    accelerator.print(f"stopped by {guard.signal_name or 'a signal'} at step {global_step}; "
+                                      "resume with --resume_from_checkpoint latest")
+                    break
+                if global_step >= max_train_steps:
+                    break
+            epoch, skip_batches = epoch + 1, 0
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and not stopped_by_signal:
+        transformer_to_save = unwrapped
+        if ema is not None:
+            transformer_to_save = MGNTTransformer(unwrapped.config)
+            ema.copy_to(transformer_to_save.parameters())
+        pipeline = MGNTPipeline(transformer=transformer_to_save.eval(), vqvae=vqvae.cpu(),
+                                scheduler=make_scheduler(args, transformer_to_save))
+        pipeline.save_pretrained(args.output_dir)
+        accelerator.print(f"saved the pipeline to {args.output_dir}")
+        if args.push_to_hub:
+            pipeline.push_to_hub(args.hub_model_id, token=args.hub_token, private=args.hub_private,
+                                 commit_message=f"MGNT trained for {global_step} steps")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()
