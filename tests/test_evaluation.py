@@ -1,9 +1,7 @@
 """Evaluation metrics (Fréchet distance, class accuracy) and the Fashion-MNIST feature classifier."""
 
-import gzip
 import importlib.util
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, AutoModel
 
+from mgnt_hf.data import read_fashion_mnist
 from mgnt_hf.evaluation import (
     FASHION_MNIST_DIR,
     FASHION_MNIST_LABELS,
@@ -27,10 +26,8 @@ from mgnt_hf.evaluation import (
     frechet_distance,
     frechet_distance_from_statistics,
     inception_fid,
-    load_fashion_mnist,
     pad_pixels,
     pixels_from_images,
-    read_idx,
     reference_statistics,
 )
 
@@ -142,27 +139,9 @@ def test_feature_statistics_save_load_round_trip(tmp_path):
 # --- data helpers -----------------------------------------------------------------------------
 
 
-def test_read_idx_reads_a_gzipped_idx_file(tmp_path):
-    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    with gzip.open(tmp_path / "images.gz", "wb") as handle:
-        handle.write(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2, 3, 4) + images.tobytes())
-    np.testing.assert_array_equal(read_idx(tmp_path / "images.gz"), images)
-
-
-def test_read_idx_rejects_missing_and_malformed_files(tmp_path):
-    with pytest.raises(OSError):
-        read_idx(tmp_path / "missing.gz")
-    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
-    with pytest.raises(OSError):
-        read_idx(tmp_path / "bad")
-    (tmp_path / "short").write_bytes(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 10) + b"\x00" * 3)
-    with pytest.raises(OSError):
-        read_idx(tmp_path / "short")
-
-
-def test_load_fashion_mnist_rejects_unknown_split():
+def test_fashion_mnist_pixels_rejects_unknown_split():
     with pytest.raises(ValueError, match="validation"):
-        load_fashion_mnist("validation")
+        fashion_mnist_pixels("validation")
 
 
 def test_pixels_from_images_maps_uint8_and_unit_floats_to_minus_one_one():
@@ -375,7 +354,7 @@ def test_shipped_classifier_reaches_its_recorded_test_accuracy():
 
 @pytest.mark.skipif(not HAVE_FASHION_MNIST, reason=f"Fashion-MNIST IDX files not in {FASHION_MNIST_DIR}")
 def test_fixture_is_the_start_of_the_test_split():
-    images, labels = load_fashion_mnist("test")
+    images, labels = read_fashion_mnist("test")
     fixture = np.load(FIXTURE, allow_pickle=False)
     np.testing.assert_array_equal(fixture["images"], images[:64])
     np.testing.assert_array_equal(fixture["labels"], labels[:64])

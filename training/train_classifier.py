@@ -29,8 +29,8 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from mgnt_hf.data import FASHION_MNIST_DIR
 from mgnt_hf.evaluation import (
-    FASHION_MNIST_DIR,
     MGNTFeatureClassifier,
     MGNTFeatureClassifierConfig,
     classifier_outputs,

@@ -45,10 +45,7 @@ torchvision build that matches your torch) and a local copy of its Inception wei
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,63 +57,14 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-FASHION_MNIST_LABELS = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package `dataset-fashion-mnist`
-_FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
+from .data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
+
+FASHION_MNIST_LABELS = FASHION_MNIST_CLASSES
 
 
 # ---------------------------------------------------------------------------------------------
-# Data: IDX files and pixel conversions
+# Pixel conversions
 # ---------------------------------------------------------------------------------------------
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (the MNIST / Fashion-MNIST format), gzip-compressed if its name ends in `.gz`.
-
-    Returns:
-        `np.ndarray` of the stored dtype and shape, e.g. `uint8 [60000, 28, 28]` for images,
-        `uint8 [60000]` for labels.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise OSError(f"IDX file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    # Header: two zero bytes, a type code, the number of dimensions, then one big-endian uint32 per dimension.
-    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in dtypes:
-        raise OSError(f"{path} is not an IDX file (header {data[:4]!r})")
-    num_dims = data[3]
-    shape = struct.unpack(f">{num_dims}I", data[4 : 4 + 4 * num_dims])
-    dtype = np.dtype(dtypes[data[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    payload = data[4 + 4 * num_dims :]
-    if len(payload) != expected:
-        raise OSError(f"{path}: header shape {shape} needs {expected} bytes of data, found {len(payload)}")
-    return np.frombuffer(payload, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def load_fashion_mnist(split: str = "test", data_dir: str | os.PathLike = FASHION_MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST images and labels from the IDX gz files in `data_dir`.
-
-    Returns:
-        `(images, labels)`: `uint8 [N, 28, 28]` (0 = background) and `int64 [N]` in `[0, 10)`;
-        N is 60000 for `"train"`, 10000 for `"test"`.
-    """
-    if split not in _FASHION_MNIST_FILES:
-        raise ValueError(f"Fashion-MNIST split {split!r} is unknown; allowed: {sorted(_FASHION_MNIST_FILES)}")
-    image_file, label_file = _FASHION_MNIST_FILES[split]
-    images = read_idx(Path(data_dir) / image_file)
-    labels = read_idx(Path(data_dir) / label_file).astype(np.int64)
-    if images.ndim != 3 or labels.shape != images.shape[:1]:
-        raise OSError(f"Fashion-MNIST {split} files in {data_dir} disagree: images {images.shape}, labels {labels.shape}")
-    return images, labels
 
 
 def pad_pixels(pixels: torch.Tensor, size: int) -> torch.Tensor:
@@ -181,9 +129,9 @@ def fashion_mnist_pixels(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fashion-MNIST as classifier input: pixels `float32 [N, 1, image_size, image_size]` in `[-1, 1]`
     (28x28 centre-padded with background) and labels `int64 [N]`."""
-    images, labels = load_fashion_mnist(split, data_dir)
+    images, labels = read_fashion_mnist(split, os.fspath(data_dir))
     pixels = pad_pixels(pixels_from_images(images), image_size)
-    return pixels, torch.from_numpy(labels)
+    return pixels, torch.from_numpy(labels.astype(np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
