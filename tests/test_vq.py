@@ -199,6 +199,7 @@ def test_usage_statistics_match_the_histogram():
 def test_dead_codes_are_restarted_in_training_only():
     model = tiny_model()
     quantizer = model.quantizer
+    quantizer.codebook_initialized.fill_(1.0)
     quantizer.code_usage.fill_(1.0 / 16)
     quantizer.code_usage[[3, 5]] = 0.0  # dead: below dead_code_threshold / codebook_size
     before = quantizer.codebook.weight.detach().clone()
@@ -225,6 +226,7 @@ def test_dead_codes_are_restarted_in_training_only():
 def test_running_usage_follows_an_exponential_moving_average():
     model = tiny_model(restart_dead_codes=False).train()
     quantizer = model.quantizer
+    quantizer.codebook_initialized.fill_(1.0)
     codes = quantizer.codebook.weight.detach().clone()
     latents = codes[[0, 0, 0, 1]].t().reshape(1, 8, 2, 2)
     quantizer(latents)
@@ -252,3 +254,29 @@ def test_bfloat16_autocast_keeps_float32_code_search():
     reference = model.quantizer.nearest_codes(latents)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(model.quantizer.nearest_codes(latents), reference)
+
+
+def test_first_training_batch_initializes_the_codebook_from_encoder_outputs(tmp_path):
+    model = tiny_model()
+    pixels = random_pixels(2, 3, 16, 16)
+    before = model.quantizer.codebook.weight.detach().clone()
+    model(pixels)  # eval mode: no initialisation
+    assert torch.equal(model.quantizer.codebook.weight, before)
+    assert float(model.quantizer.codebook_initialized) == 0.0
+
+    model.train()
+    model(pixels)
+    assert float(model.quantizer.codebook_initialized) == 1.0
+    with torch.no_grad():
+        latents = model.encode_latents(pixels).permute(0, 2, 3, 1).reshape(-1, 8)
+        codes = model.quantizer.codebook.weight.detach()
+    # Every code is (nearly) one of the batch's encoder outputs.
+    nearest = torch.cdist(codes, latents).min(dim=1).values
+    assert float(nearest.max()) < 1e-2 * float(latents.norm(dim=1).mean())
+
+    initialized = model.quantizer.codebook.weight.detach().clone()
+    model.quantizer.restart_dead_codes = False
+    model(pixels)  # only the first training call initialises
+    assert torch.equal(model.quantizer.codebook.weight, initialized)
+    model.save_pretrained(tmp_path)
+    assert float(MGNTVQModel.from_pretrained(tmp_path).quantizer.codebook_initialized) == 1.0

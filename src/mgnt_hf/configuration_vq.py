@@ -153,8 +153,10 @@ VQ_PRESETS = {
     "imagenet-256": dict(),
     # Fashion-MNIST: 28x28 grayscale, padded to 32x32 by the data transform; f=4 -> 8x8 tokens. A small
     # network (32/64/128 channels at 32/16/8 px) with a 512-entry codebook: 64 tokens x 9 bits per image.
+    # usage_decay 0.9: dead codes restart after ~35 steps, not ~350; on this data the codebook otherwise
+    # settles on ~20 codes in the first steps (perplexity ~20 vs ~200 after 150 steps, measured on CPU).
     "fashion-mnist": dict(
         num_channels=1, resolution=32, codebook_size=512, embedding_dim=32, base_channels=32,
-        channel_multipliers=(1, 2, 4), num_res_blocks=1, norm_num_groups=8,
+        channel_multipliers=(1, 2, 4), num_res_blocks=1, norm_num_groups=8, usage_decay=0.9,
     ),
 }

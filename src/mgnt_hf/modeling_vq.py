@@ -178,7 +178,8 @@ class MGNTVQQuantizer(nn.Module):
 
     `code_usage` is a persistent buffer (saved with the model and in training checkpoints): the running
     share of tokens assigned to each code, summed over processes in distributed training so that every
-    process restarts the same codes with the same vectors.
+    process restarts the same codes with the same vectors. `codebook_initialized` (persistent too) records
+    that the codebook was set from the first training batch's encoder outputs.
     """
 
     def __init__(self, config: MGNTVQConfig):
@@ -190,6 +191,8 @@ class MGNTVQQuantizer(nn.Module):
         self.dead_code_threshold = config.dead_code_threshold
         self.codebook = nn.Embedding(config.codebook_size, config.embedding_dim)
         self.register_buffer("code_usage", torch.full((config.codebook_size,), 1.0 / config.codebook_size))
+        # 0 until the first training batch has set the codebook to encoder outputs (see forward).
+        self.register_buffer("codebook_initialized", torch.zeros(()))
 
     def codebook_vectors(self) -> torch.Tensor:
         """`[K, D]` codebook in the space the search runs in (unit vectors with `normalize_codes`)."""
@@ -216,6 +219,24 @@ class MGNTVQQuantizer(nn.Module):
         """`[B, h, w]` ids -> `[B, D, h, w]` codebook vectors."""
         return F.embedding(token_ids, self.codebook_vectors()).permute(0, 3, 1, 2).contiguous()
 
+    @staticmethod
+    def _sample_latents(flat_latents: torch.Tensor, count: int) -> torch.Tensor:
+        """`count` rows of `[N, D]` latents drawn with replacement, plus a little noise so that repeated
+        picks differ; process 0's draw is broadcast so that every replica gets the same vectors."""
+        picks = torch.randint(0, flat_latents.shape[0], (count,), device=flat_latents.device)
+        samples = flat_latents[picks].float()
+        samples = samples + 1e-3 * samples.std() * torch.randn_like(samples)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.broadcast(samples, src=0)
+        return samples
+
+    @torch.no_grad()
+    def _initialize_from_data(self, flat_latents: torch.Tensor) -> None:
+        # A random initial codebook sits far from the encoder's outputs, so a handful of codes win every
+        # search and the rest never move (collapse). Starting from the data avoids that.
+        self.codebook.weight.data.copy_(self._sample_latents(flat_latents, self.codebook_size))
+        self.codebook_initialized.fill_(1.0)
+
     @torch.no_grad()
     def _update_usage_and_restart(self, flat_latents: torch.Tensor, counts: torch.Tensor) -> int:
         """Update the running usage from `counts [K]` (already summed over processes); restart dead codes."""
@@ -226,20 +247,20 @@ class MGNTVQQuantizer(nn.Module):
         dead = (self.code_usage < self.dead_code_threshold / self.codebook_size).nonzero().flatten()
         if dead.numel() == 0:
             return 0
-        # New codes are encoder outputs of this batch (process 0's, broadcast so every replica matches).
-        # They are drawn with replacement, plus a little noise so repeated picks do not coincide.
-        picks = torch.randint(0, flat_latents.shape[0], (dead.numel(),), device=flat_latents.device)
-        replacements = flat_latents[picks].float()
-        replacements = replacements + 1e-3 * replacements.std() * torch.randn_like(replacements)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.broadcast(replacements, src=0)
+        # New codes are encoder outputs of this batch.
+        replacements = self._sample_latents(flat_latents, dead.numel())
         self.codebook.weight.data[dead] = replacements.to(self.codebook.weight.dtype)
         # A restarted code gets the uniform share back, i.e. time to be picked before it counts as dead again.
         self.code_usage[dead] = 1.0 / self.codebook_size
         return int(dead.numel())
 
     def forward(self, latents: torch.Tensor) -> MGNTVQQuantizerOutput:
-        """`[B, D, h, w]` encoder latents -> quantised latents, ids, losses and usage statistics."""
+        """`[B, D, h, w]` encoder latents -> quantised latents, ids, losses and usage statistics.
+
+        In training, the first call sets the codebook to encoder outputs of its batch (`codebook_initialized`).
+        """
+        if self.training and not bool(self.codebook_initialized):
+            self._initialize_from_data(self._flatten(latents.detach()))
         token_ids = self.nearest_codes(latents)
         counts = torch.bincount(token_ids.flatten(), minlength=self.codebook_size).float()
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -290,6 +311,7 @@ class MGNTVQPreTrainedModel(PreTrainedModel):
             bound = 1.0 / module.codebook_size
             init.uniform_(module.codebook.weight, -bound, bound)
             init.constant_(module.code_usage, 1.0 / module.codebook_size)
+            init.zeros_(module.codebook_initialized)
         elif isinstance(module, nn.Embedding):
             pass  # the codebook, initialised with its quantizer above
         else:
