@@ -76,7 +76,11 @@ class MGNTConfig(PretrainedConfig):
             self.nested_widths = (self.hidden_size,)
         self.nested_widths = tuple(int(width) for width in self.nested_widths)
         self._validate_mgnt_fields()
+        names_given = self.id2label is not None
         super().__post_init__(**kwargs)
+        if not names_given:
+            # transformers would otherwise default to two placeholder labels; name every class instead.
+            self.num_labels = self.num_classes
 
     def _validate_mgnt_fields(self):
         for name in ("codebook_size", "num_classes", "hidden_size", "num_hidden_layers",

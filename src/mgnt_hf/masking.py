@@ -36,11 +36,14 @@ def num_masked_after_step(schedule: str, step: int, num_steps: int, num_tokens: 
     `floor(N * ratio((step + 1) / T))`, lowered so that every step reveals at least one token
     (while any remain) and none stay masked after the last step.
     """
-    if step >= num_steps - 1:
-        return 0
-    masked = math.floor(num_tokens * mask_ratio(schedule, (step + 1) / num_steps))
-    still_masked_before = num_tokens if step == 0 else num_masked_after_step(schedule, step - 1, num_steps, num_tokens)
-    return max(0, min(masked, still_masked_before - 1))
+    still_masked = num_tokens
+    for current in range(step + 1):
+        if current >= num_steps - 1:
+            return 0
+        # The epsilon absorbs float error at exact products (floor(12 * (1 - 5/12)) must be 7, not 6).
+        target = math.floor(num_tokens * mask_ratio(schedule, (current + 1) / num_steps) + 1e-9)
+        still_masked = max(0, min(target, still_masked - 1))
+    return still_masked
 
 
 def training_mask_counts(schedule: str, progress: torch.Tensor, num_tokens: int) -> torch.Tensor:
