@@ -1,6 +1,7 @@
 """The `mgnt` command line.
 
     mgnt generate [PIPELINE] --labels all --num-images-per-label 4 --output grid.png
+    mgnt evaluate [PIPELINE] --samples-per-class 100 --output-dir quality
 
 Subcommands register themselves in `SUBCOMMANDS` (a name -> function that adds its parser); each parser sets
 `handler`, a function of the parsed arguments that returns the exit status. Errors a user can fix
@@ -139,7 +140,88 @@ def add_generate_parser(subparsers) -> None:
     parser.set_defaults(handler=generate)
 
 
-SUBCOMMANDS = {"generate": add_generate_parser}
+def evaluate(args: argparse.Namespace) -> int:
+    try:
+        return run_evaluate(args)
+    except ImportError as error:  # an optional extra (matplotlib, torch-fidelity) is missing: say which
+        print(f"mgnt evaluate: error: {error}", file=sys.stderr)
+        return 2
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    import torch
+
+    from . import quality
+    from .evaluation import MGNTFeatureClassifier
+    from .pipeline_mgnt import MGNTPipeline
+
+    if args.samples_per_class < 1:
+        raise ValueError(f"--samples-per-class must be a positive integer, got {args.samples_per_class}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if not args.no_plot and importlib.util.find_spec("matplotlib") is None:  # fail before hours of sampling
+        raise ImportError("the quality plot needs matplotlib: pip install matplotlib (or mgnt_hf[plot]), "
+                          "or pass --no-plot")
+    pipe = MGNTPipeline.from_pretrained(resolve_pipeline(args.pipeline))
+    classifier = MGNTFeatureClassifier.from_pretrained(quality.resolve_classifier(args.classifier))
+    rows = None if args.rows is None else [quality.parse_row(name, pipe, args.steps) for name in args.rows]
+    reference, reference_labels = (None, None) if args.reference_images is None \
+        else quality.load_reference_images(args.reference_images)
+    output_dir = Path(args.output_dir)
+    results = quality.evaluate_pipeline(
+        pipe, classifier, rows=rows, samples_per_class=args.samples_per_class, num_inference_steps=args.steps,
+        guidance_scale=args.guidance, batch_size=args.batch_size, seed=args.seed, device=args.device,
+        reference=reference, reference_labels=reference_labels,
+        cache_dir=args.cache_dir or quality.default_cache_dir(), inception_weights=args.inception_weights,
+        sample_grid_dir=output_dir / "samples", grid_images_per_class=args.grid_images_per_class,
+    )
+    paths = quality.write_results(results, output_dir, plot=not args.no_plot)
+    print(quality.format_results_table(results))
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    return 0
+
+
+def add_evaluate_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="sample quality (classifier FID, class accuracy) against GFLOPs per width schedule",
+        description="Sample the pipeline under several width schedules with the same seeds and report, per row, "
+                    "classifier FID against the real Fashion-MNIST test split, class accuracy, GFLOPs and seconds "
+                    "per image, plus the tokenizer's reconstruction quality. Writes results.md, results.json, "
+                    "quality_vs_gflops.png and samples/<row>.png to --output-dir.")
+    parser.add_argument("pipeline", nargs="?", default=None,
+                        help=f"saved pipeline folder or Hub repo id (default: the shipped {DEFAULT_PIPELINE_NAME})")
+    parser.add_argument("--samples-per-class", type=int, default=100, help="samples per class and row (default 100)")
+    parser.add_argument("--steps", type=int, default=None, help="decoding steps of every row (default: scheduler's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale; 1 = off (default: scheduler's)")
+    parser.add_argument("--rows", nargs="+", default=None,
+                        help="rows to evaluate (default: maskgit, width-<w> for each smaller nested width, default, "
+                             "default+cache, reverse+cache); names: maskgit, default, reverse, width-<w>, a preset "
+                             "name, each optionally with +cache")
+    parser.add_argument("--classifier", default=None,
+                        help="feature classifier folder (default: the shipped fashion-mnist-classifier)")
+    parser.add_argument("--reference-images", default=None,
+                        help=".npz with 'pixels' float [N, C, H, W] in [-1, 1] and optional 'labels' [N] "
+                             "(default: the Fashion-MNIST test split)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where reference feature statistics are cached (default: ~/.cache/mgnt_hf)")
+    parser.add_argument("--inception-weights", default=None,
+                        help="torch-fidelity Inception weights file: also report Inception FID (needs torch-fidelity)")
+    parser.add_argument("--batch-size", type=int, default=100, help="images per pipeline call (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="image j uses a generator seeded seed + j in every row")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--grid-images-per-class", type=int, default=8,
+                        help="samples per class in each row's grid PNG; 0 = no grids (default 8)")
+    parser.add_argument("--no-plot", action="store_true", help="skip quality_vs_gflops.png (no matplotlib needed)")
+    parser.add_argument("--output-dir", default="quality", help="folder for the results (default: ./quality)")
+    parser.set_defaults(handler=evaluate)
+
+
+SUBCOMMANDS = {"generate": add_generate_parser, "evaluate": add_evaluate_parser}
 
 
 def build_parser() -> argparse.ArgumentParser:
