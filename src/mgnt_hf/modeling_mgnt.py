@@ -44,14 +44,23 @@ class MGNTKVCache:
             raise ValueError(f"cache batch_size must be a positive integer, got {batch_size!r}")
         shape = (config.num_hidden_layers, batch_size, config.num_attention_heads,
                  1 + config.num_grid_tokens, config.head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        # Uninitialised on purpose: only a full pass may build the cache, and it writes every position of the
+        # heads it uses before any read (zero-filling cost a few ms per decode for nothing).
+        self.keys = torch.empty(shape, dtype=dtype, device=device)
+        self.values = torch.empty(shape, dtype=dtype, device=device)
+        # Row index `[B, 1]` that pairs with `[B, A]` positions in the advanced-index writes of cached passes.
+        self.batch_index = torch.arange(batch_size, device=device)[:, None]
         self.head_dim = config.head_dim
         self.width: int | None = None  # width of the last full pass; None until one has run
 
     @property
     def batch_size(self) -> int:
         return self.keys.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the key and value storage (allocated once, at construction)."""
+        return self.keys.nbytes + self.values.nbytes
 
     @property
     def is_built(self) -> bool:
@@ -61,10 +70,10 @@ class MGNTKVCache:
         """Mark the cache empty; the next full pass rebuilds it (storage is reused)."""
         self.width = None
 
-    def layer(self, layer_index: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Views `[B, heads(width), 1 + N, head_dim]` of one layer's keys and values."""
+    def layer(self, layer_index: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Views `[B, heads(width), 1 + N, head_dim]` of one layer's keys and values, and `batch_index [B, 1]`."""
         heads = width // self.head_dim
-        return self.keys[layer_index, :, :heads], self.values[layer_index, :, :heads]
+        return self.keys[layer_index, :, :heads], self.values[layer_index, :, :heads], self.batch_index
 
 
 @dataclass
@@ -141,7 +150,7 @@ class MGNTAttention(nn.Module):
                 sequence_positions: torch.Tensor | None = None) -> torch.Tensor:
         """`hidden_states [B, L, width]` -> `[B, L, width]`.
 
-        With `cache` (this layer's key/value views `[B, h, 1 + N, head_dim]`): when
+        With `cache` (this layer's key/value views `[B, h, 1 + N, head_dim]` and `batch_index [B, 1]`): when
         `sequence_positions [B, L]` is None the L = 1 + N tokens are the whole sequence and their K/V
         are written to the cache; otherwise the L tokens' K/V are written at those positions and the
         queries attend to the whole cache (their own fresh K/V plus everybody else's cached ones).
@@ -155,14 +164,16 @@ class MGNTAttention(nn.Module):
 
         query, key, value = project(self.q_proj), project(self.k_proj), project(self.v_proj)
         if cache is not None:
-            cached_keys, cached_values = cache
+            cached_keys, cached_values, batch_index = cache
             if sequence_positions is None:
                 cached_keys.copy_(key)
                 cached_values.copy_(value)
             else:
-                index = sequence_positions[:, None, :, None].expand(batch, heads, length, self.head_dim)
-                cached_keys.scatter_(2, index, key.to(cached_keys.dtype))
-                cached_values.scatter_(2, index, value.to(cached_values.dtype))
+                # Advanced-index write of whole [heads, head_dim] rows at (row b, position p): 2-3x faster than
+                # `scatter_` with an index expanded over heads and head_dim (measured on CPU, benchmarks/README).
+                cached_keys.transpose(1, 2)[batch_index, sequence_positions] = key.transpose(1, 2).to(cached_keys.dtype)
+                cached_values.transpose(1, 2)[batch_index, sequence_positions] = \
+                    value.transpose(1, 2).to(cached_values.dtype)
                 key, value = cached_keys.to(query.dtype), cached_values.to(query.dtype)
         attended = F.scaled_dot_product_attention(query, key, value)
         attended = attended.transpose(1, 2).reshape(batch, length, width)

@@ -326,7 +326,7 @@ class MGNTPipeline(DiffusionPipeline):
 
         labels = torch.tensor(self.get_label_ids(class_labels), device=device).repeat_interleave(num_images_per_prompt)
         batch_size = labels.shape[0]
-        null_labels = torch.full_like(labels, config.null_class_id)
+        guided_labels = torch.cat([labels, torch.full_like(labels, config.null_class_id)])  # [2B]: cond, then null
         if isinstance(generator, (list, tuple)) and len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for {batch_size} images "
                              f"(labels x num_images_per_prompt); pass one per image or a single generator")
@@ -358,7 +358,7 @@ class MGNTPipeline(DiffusionPipeline):
                     continue
                 guided = self.do_classifier_free_guidance
                 model_ids = torch.cat([tokens, tokens]) if guided else tokens
-                model_labels = torch.cat([labels, null_labels]) if guided else labels
+                model_labels = guided_labels if guided else labels
                 if use_cache and (cache is None or cache.batch_size != model_ids.shape[0]):
                     cache, cache_ids = transformer.new_cache(model_ids.shape[0]), None
 
