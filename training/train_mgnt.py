@@ -91,6 +91,8 @@ def parse_args(argv=None):
     train.add_argument("--gradient_accumulation_steps", type=int, default=1)
     train.add_argument("--max_train_steps", type=int, default=None)
     train.add_argument("--num_train_epochs", type=int, default=None, help="used when --max_train_steps is not set")
+    train.add_argument("--max_train_seconds", type=float, default=None,
+                       help="wall-clock budget: stop after the step that crosses it, save a checkpoint and the pipeline")
     train.add_argument("--learning_rate", type=float, default=1e-4)
     train.add_argument("--scale_lr", action="store_true", help="multiply the lr by processes x batch x accumulation")
     train.add_argument("--lr_scheduler", default="cosine",
@@ -353,6 +355,7 @@ def main(argv=None):
     window_start, window_examples = time.perf_counter(), 0
     stopped_by_signal = False
     draw_generator = torch.Generator(device=accelerator.device)
+    run_start = time.perf_counter()
     accumulated = 0
     unwrapped = accelerator.unwrap_model(objective).transformer
 
@@ -401,6 +404,17 @@ def main(argv=None):
                     save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
                 if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     log_validation(accelerator, unwrapped, vqvae, id2label, args, global_step)
+                if args.max_train_seconds is not None and time.perf_counter() - run_start > args.max_train_seconds:
+                    # Every process must agree, as for signals: the main process's clock decides.
+                    out_of_time = torch.tensor([1.0], device=accelerator.device)
+                else:
+                    out_of_time = torch.tensor([0.0], device=accelerator.device)
+                if args.max_train_seconds is not None and accelerator.reduce(out_of_time, "max").item() > 0:
+                    if global_step % args.checkpointing_steps != 0:
+                        save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                    accelerator.print(f"--max_train_seconds {args.max_train_seconds} reached at step {global_step}")
+                    max_train_steps = global_step
+                    break
                 if guard.should_stop(accelerator):
                     stopped_by_signal = True
                     accelerator.print(f"stopped by {guard.signal_name or 'a signal'} at step {global_step}; "
