@@ -59,8 +59,8 @@ from .evaluation import (
     fashion_mnist_pixels,
     frechet_distance,
     inception_fid,
-    reference_statistics,
 )
+from .evaluation import reference_statistics as compute_reference_statistics
 from .scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, MGNTScheduler, resolve_width_schedule
 
 DEFAULT_CLASSIFIER_NAME = "fashion-mnist-classifier"
@@ -225,11 +225,11 @@ def cached_reference_statistics(
     `cache_dir/reference-<key>.npz` when present (key: [`reference_statistics_key`]), else computed and written
     there. `cache_dir=None` computes without caching. Returns `(statistics, path or None)`."""
     if cache_dir is None:
-        return reference_statistics(classifier, pixels, batch_size, device), None
+        return compute_reference_statistics(classifier, pixels, batch_size, device), None
     path = Path(cache_dir) / f"reference-{reference_statistics_key(classifier, pixels)[:24]}.npz"
     if path.is_file():
         return FeatureStatistics.load(path), path
-    statistics = reference_statistics(classifier, pixels, batch_size, device)
+    statistics = compute_reference_statistics(classifier, pixels, batch_size, device)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")  # another run may write the same key
     statistics.save(partial)
@@ -304,7 +304,7 @@ def tokenizer_reconstruction(
     else:
         features, _ = classifier_outputs(classifier, reconstructions, batch_size, device)
         fid = frechet_distance(features, reference if isinstance(reference, FeatureStatistics)
-                               else reference_statistics(classifier, reference, batch_size, device))
+                               else compute_reference_statistics(classifier, reference, batch_size, device))
         accuracy = None
     return {"classifier_fid": fid, "mse": squared_error / pixels.numel(), "class_accuracy": accuracy,
             "num_images": int(pixels.shape[0])}
