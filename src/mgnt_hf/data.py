@@ -225,8 +225,6 @@ def check_images(dataset, image_column: str, skip_bad_images: bool = False, num_
     `max_reported` of them, or with `skip_bad_images` are dropped with a logged warning each. The
     image column comes back undecoded (`Image(decode=False)`), ready for `with_image_transform`.
     """
-    import datasets
-
     dataset = _undecoded(dataset, image_column)
 
     def find_bad(batch, indices):
