@@ -314,22 +314,49 @@ class MGNTPipeline(DiffusionPipeline):
         Returns:
             [`MGNTPipelineOutput`] or a tuple `(images, gflops_per_image)`.
         """
-        transformer = self.transformer
-        config = transformer.config
+        config = self.transformer.config
         self.check_components()
         guidance_scale = self.scheduler.config.guidance_scale if guidance_scale is None else guidance_scale
         self._check_call_arguments(output_type, num_images_per_prompt, guidance_scale, use_cache,
                                    cache_refresh_interval, callback_on_step_end_tensor_inputs)
         use_cache = self.scheduler.config.use_cache if use_cache is None else use_cache
         device = self._execution_device
-        num_tokens = config.num_grid_tokens
 
         labels = torch.tensor(self.get_label_ids(class_labels), device=device).repeat_interleave(num_images_per_prompt)
         batch_size = labels.shape[0]
-        guided_labels = torch.cat([labels, torch.full_like(labels, config.null_class_id)])  # [2B]: cond, then null
         if isinstance(generator, (list, tuple)) and len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for {batch_size} images "
                              f"(labels x num_images_per_prompt); pass one per image or a single generator")
+        step_widths = self._prepare_timesteps(num_inference_steps, width_schedule, device)
+        self._guidance_scale = guidance_scale
+
+        tokens = self._initial_tokens(latents, batch_size, device)  # [B, N]
+        tokens, total_flops, widths_run, full_passes = self._decode_tokens(
+            labels, tokens, step_widths, generator, use_cache, cache_refresh_interval, callback_on_step_end,
+            callback_on_step_end_tensor_inputs)
+
+        token_grids = tokens.view(batch_size, *config.token_grid)
+        if output_type == "latent":
+            images = token_grids
+        else:
+            pixels = self.vqvae.decode(token_grids)  # [B, C, H, W] in [-1, 1]
+            images = (pixels.float() / 2 + 0.5).clamp(0, 1)
+            if output_type != "pt":
+                images = images.cpu().permute(0, 2, 3, 1).numpy()
+                if output_type == "pil":
+                    images = self.numpy_to_pil(images)
+
+        self.maybe_free_model_hooks()
+        gflops_per_image = total_flops / 1e9 / batch_size
+        if not return_dict:
+            return images, gflops_per_image
+        return MGNTPipelineOutput(images=images, gflops_per_image=gflops_per_image, widths=widths_run,
+                                  full_passes=full_passes)
+
+    def _prepare_timesteps(self, num_inference_steps: int | None, width_schedule, device) -> list[int]:
+        """Set the scheduler's steps for this call (at most one per grid token); return the width of each step."""
+        config = self.transformer.config
+        num_tokens = config.num_grid_tokens
         if num_inference_steps is not None and not isinstance(num_inference_steps, bool) \
                 and isinstance(num_inference_steps, int) and num_inference_steps > num_tokens:
             raise ValueError(f"num_inference_steps {num_inference_steps} exceeds the {num_tokens} grid tokens; "
@@ -340,9 +367,41 @@ class MGNTPipeline(DiffusionPipeline):
                              f"{num_tokens} tokens; allowed: 1..{num_tokens} steps")
         step_widths = self.scheduler.step_widths(config.hidden_size, config.nested_widths)
         self._num_timesteps = len(self.scheduler.timesteps)
-        self._guidance_scale = guidance_scale
+        return step_widths
 
-        tokens = self._initial_tokens(latents, batch_size, device)  # [B, N]
+    def _decode_tokens(
+        self,
+        labels: torch.LongTensor,
+        tokens: torch.LongTensor,
+        step_widths: list[int],
+        generator,
+        use_cache: bool,
+        cache_refresh_interval: int | None | str,
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs: list[str],
+    ) -> tuple[torch.LongTensor, int, list[int | None], list[bool]]:
+        """The MaskGIT decode loop with nested widths and the KV cache, shared by the image and video pipelines.
+
+        Args:
+            labels (`torch.LongTensor` `[B]`): the condition of each sample (may be the null class id).
+            tokens (`torch.LongTensor` `[B, N]`): the start grid, mask id where unknown. Known ids are never
+                masked again, and the mask schedule counts from each sample's own unknown tokens.
+            step_widths: the width of each step (from `_prepare_timesteps`, which set the scheduler's steps).
+            generator, use_cache, cache_refresh_interval, callback_on_step_end,
+                callback_on_step_end_tensor_inputs: as in `__call__`; `use_cache` already resolved to a bool.
+
+        Guidance runs while `self.do_classifier_free_guidance` (read every step: a callback may change it).
+
+        Returns:
+            `(tokens [B, N], total_flops, widths_run, full_passes)`: the decoded grid, transformer FLOPs summed
+            over every forward (both guidance branches), and per step the width run (None where nothing was left
+            to decode) and whether it was a full pass.
+        """
+        transformer = self.transformer
+        config = transformer.config
+        device = tokens.device
+        batch_size = tokens.shape[0]
+        guided_labels = torch.cat([labels, torch.full_like(labels, config.null_class_id)])  # [2B]: cond, then null
         num_masked_at_start = (tokens == config.mask_token_id).sum(dim=1)
         cache, cache_ids, last_full_pass_step = None, None, None  # cache_ids: the ids the cache last ran, [2B or B, N]
         total_flops, widths_run, full_passes = 0, [], []
@@ -351,7 +410,7 @@ class MGNTPipeline(DiffusionPipeline):
             for step_index, timestep in enumerate(self.scheduler.timesteps):
                 width = step_widths[step_index]
                 masked = tokens == config.mask_token_id
-                if not bool(masked.any()):  # only possible with given latents or callback edits
+                if not bool(masked.any()):  # only possible with known tokens at the start or callback edits
                     widths_run.append(None)
                     full_passes.append(False)
                     progress_bar.update()
@@ -407,24 +466,7 @@ class MGNTPipeline(DiffusionPipeline):
                     latents = callback_outputs.pop("latents", latents)
                     tokens = self._initial_tokens(latents, batch_size, device)
                 progress_bar.update()
-
-        token_grids = tokens.view(batch_size, *config.token_grid)
-        if output_type == "latent":
-            images = token_grids
-        else:
-            pixels = self.vqvae.decode(token_grids)  # [B, C, H, W] in [-1, 1]
-            images = (pixels.float() / 2 + 0.5).clamp(0, 1)
-            if output_type != "pt":
-                images = images.cpu().permute(0, 2, 3, 1).numpy()
-                if output_type == "pil":
-                    images = self.numpy_to_pil(images)
-
-        self.maybe_free_model_hooks()
-        gflops_per_image = total_flops / 1e9 / batch_size
-        if not return_dict:
-            return images, gflops_per_image
-        return MGNTPipelineOutput(images=images, gflops_per_image=gflops_per_image, widths=widths_run,
-                                  full_passes=full_passes)
+        return tokens, total_flops, widths_run, full_passes
 
     # ---------------------------------------------------------------- loading and publishing
 
