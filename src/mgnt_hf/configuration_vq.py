@@ -7,9 +7,17 @@ from transformers import PretrainedConfig
 
 class MGNTVQConfig(PretrainedConfig):
     r"""
-    Configuration of [`MGNTVQModel`], the VQGAN-style image tokenizer of MaGNeTS: a convolutional
-    encoder maps `[C, H, W]` pixels in `[-1, 1]` to an `[h, w]` grid of vectors, each replaced by its
-    nearest codebook entry; a convolutional decoder maps the quantised grid back to pixels.
+    Configuration of [`MGNTVQModel`], the VQGAN-style image and video tokenizer of MaGNeTS: a
+    convolutional encoder maps `[C, H, W]` pixels in `[-1, 1]` to an `[h, w]` grid of vectors, each
+    replaced by its nearest codebook entry; a convolutional decoder maps the quantised grid back to pixels.
+
+    Video mode (`num_frames` set): `[C, T, H, W]` clips -> `[t, h, w]` grids with
+    `t = T / temporal_downsample_factor`. The network is factorised: the image encoder's levels run on
+    every frame, then temporal levels (causal 3-tap convolutions over time, each but the last followed by
+    a stride-2 causal convolution) mix and downsample time at the coarsest resolution; the decoder mirrors
+    it. Causal in time means latent frame `j` depends only on frames `< (j + 1) * temporal_downsample_factor`,
+    so encoding the first `K` frames alone gives exactly the first `K / temporal_downsample_factor` latent
+    frames of the whole clip: frame prediction encodes its context once, consistently with training.
 
     The encoder has one level per entry of `channel_multipliers`; every level but the last halves the
     resolution, so the downsampling factor is `f = 2 ** (len(channel_multipliers) - 1)` and the token
@@ -49,6 +57,16 @@ class MGNTVQConfig(PretrainedConfig):
             A code is dead when its running share is below `dead_code_threshold / codebook_size`, i.e.
             below this fraction of the uniform share.
 
+        num_frames (`int`, *optional*):
+            Frames per clip the tokenizer is trained at; `None` (default) makes an image tokenizer. Any
+            multiple of `temporal_downsample_factor` can be encoded (fully convolutional in time too), but
+            the transformer's token grid is fixed by this value.
+        temporal_downsample_factor (`int`, defaults to 1):
+            Frames per latent frame in video mode, a power of two dividing `num_frames` (1: no temporal
+            downsampling, but the temporal blocks still mix neighbouring frames).
+        num_temporal_res_blocks (`int`, defaults to 1):
+            Causal temporal residual blocks per temporal level (video mode only).
+
     Example:
 
     ```python
@@ -75,6 +93,9 @@ class MGNTVQConfig(PretrainedConfig):
     restart_dead_codes: bool = True
     usage_decay: float = 0.99
     dead_code_threshold: float = 0.03
+    num_frames: int | None = None
+    temporal_downsample_factor: int = 1
+    num_temporal_res_blocks: int = 1
 
     def __post_init__(self, **kwargs):
         # JSON gives lists back; the config always holds tuples.
@@ -124,6 +145,22 @@ class MGNTVQConfig(PretrainedConfig):
             raise ValueError(f"MGNTVQConfig.usage_decay must be in (0, 1), got {self.usage_decay!r}")
         if not 0.0 <= float(self.dead_code_threshold) < 1.0:
             raise ValueError(f"MGNTVQConfig.dead_code_threshold must be in [0, 1), got {self.dead_code_threshold!r}")
+        factor_t = self.temporal_downsample_factor
+        if not is_positive_int(factor_t) or factor_t & (factor_t - 1):
+            raise ValueError(
+                f"MGNTVQConfig.temporal_downsample_factor must be a power of two (1, 2, 4, ...), got {factor_t!r}")
+        if not is_positive_int(self.num_temporal_res_blocks):
+            raise ValueError(
+                f"MGNTVQConfig.num_temporal_res_blocks must be a positive integer, got {self.num_temporal_res_blocks!r}")
+        if self.num_frames is not None:
+            if not is_positive_int(self.num_frames) or self.num_frames % factor_t:
+                raise ValueError(
+                    f"MGNTVQConfig.num_frames must be a positive multiple of temporal_downsample_factor ({factor_t}), "
+                    f"got {self.num_frames!r}")
+        elif factor_t != 1:
+            raise ValueError(
+                f"MGNTVQConfig.temporal_downsample_factor={factor_t} needs num_frames (video mode); "
+                "image tokenizers have temporal_downsample_factor=1")
 
     @property
     def level_channels(self) -> tuple[int, ...]:
@@ -136,9 +173,17 @@ class MGNTVQConfig(PretrainedConfig):
         return 2 ** (len(self.channel_multipliers) - 1)
 
     @property
-    def token_grid(self) -> tuple[int, int]:
-        """Token grid `(h, w) = resolution // f` of an image at `resolution`."""
-        return tuple(size // self.downsample_factor for size in self.resolution)
+    def is_video(self) -> bool:
+        """Whether this is a video tokenizer (`num_frames` set)."""
+        return self.num_frames is not None
+
+    @property
+    def token_grid(self) -> tuple[int, ...]:
+        """Token grid `(h, w) = resolution // f` of an image, or `(t, h, w)` of a `num_frames` clip in video mode."""
+        spatial = tuple(size // self.downsample_factor for size in self.resolution)
+        if self.is_video:
+            return (self.num_frames // self.temporal_downsample_factor, *spatial)
+        return spatial
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "MGNTVQConfig":
@@ -158,5 +203,13 @@ VQ_PRESETS = {
     "fashion-mnist": dict(
         num_channels=1, resolution=32, codebook_size=512, embedding_dim=32, base_channels=32,
         channel_multipliers=(1, 2, 4), num_res_blocks=1, norm_num_groups=8, usage_decay=0.9,
+    ),
+    # Moving Fashion-MNIST (the video stand-in): 16 grayscale 64x64 frames -> 4x8x8 tokens (f=8 in space, 4 in
+    # time), 512 codes. Narrow per-frame levels (16/32/64/64 channels at 64/32/16/8 px) keep CPU training
+    # feasible: the per-frame convolutions at full resolution dominate the cost.
+    "moving-fashion-mnist": dict(
+        num_channels=1, resolution=64, codebook_size=512, embedding_dim=32, base_channels=16,
+        channel_multipliers=(1, 2, 4, 4), num_res_blocks=1, norm_num_groups=8, usage_decay=0.9,
+        num_frames=16, temporal_downsample_factor=4, num_temporal_res_blocks=1,
     ),
 }

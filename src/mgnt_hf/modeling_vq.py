@@ -8,6 +8,12 @@ codebook and commitment losses, running code usage and dead-code restart. Decode
 image, with nearest-neighbour upsampling followed by a convolution.
 
 Pixels are `[B, C, H, W]` in `[-1, 1]`; token ids are `[B, h, w]` with `(h, w) = (H, W) // f`.
+
+Video mode (`config.num_frames` set): pixels `[B, C, T, H, W]`, ids `[B, t, h, w]` with
+`t = T / temporal_downsample_factor`. The image levels run on every frame; temporal levels at the
+coarsest resolution (causal convolutions over time, stride-2 between levels) mix and downsample
+time; the decoder mirrors this. Normalisation in the temporal blocks is per frame, so the whole
+encoder is causal in time (see `MGNTVQConfig`).
 """
 
 from __future__ import annotations
@@ -93,8 +99,101 @@ class MGNTVQResidualBlock(GradientCheckpointingLayer):
         return self.skip(hidden_states) + residual
 
 
+def frames_to_batch(hidden_states: torch.Tensor) -> torch.Tensor:
+    """`[B, C, T, h, w]` -> `[B*T, C, h, w]` (frame-major within each video)."""
+    batch, channels, frames, height, width = hidden_states.shape
+    return hidden_states.transpose(1, 2).reshape(batch * frames, channels, height, width)
+
+
+def batch_to_frames(hidden_states: torch.Tensor, batch: int) -> torch.Tensor:
+    """`[B*T, C, h, w]` -> `[B, C, T, h, w]` (inverse of `frames_to_batch`)."""
+    _, channels, height, width = hidden_states.shape
+    return hidden_states.view(batch, -1, channels, height, width).transpose(1, 2)
+
+
+class MGNTVQCausalTemporalConv(nn.Module):
+    """3-tap convolution over time of `[B, C, T, h, w]`, padded on the past side only: output frame `j` sees
+    input frames `<= j` (stride 1) or `<= 2j + 1` (stride 2, i.e. within its own pair)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv3d(in_channels, out_channels, (3, 1, 1), stride=(stride, 1, 1))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(hidden_states, (0, 0, 0, 0, 3 - self.stride, 0)))
+
+
+class MGNTVQTemporalResidualBlock(GradientCheckpointingLayer):
+    """`x + tconv(SiLU(norm(tconv(SiLU(norm(x))))))` over `[B, C, T, h, w]` with causal temporal convolutions.
+
+    GroupNorm runs per frame: statistics over time would let a frame see its future."""
+
+    def __init__(self, channels: int, num_groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(num_groups, channels, eps=1e-6)
+        self.conv1 = MGNTVQCausalTemporalConv(channels, channels)
+        self.norm2 = nn.GroupNorm(num_groups, channels, eps=1e-6)
+        self.conv2 = MGNTVQCausalTemporalConv(channels, channels)
+
+    @staticmethod
+    def _frame_norm(norm: nn.GroupNorm, hidden_states: torch.Tensor) -> torch.Tensor:
+        return batch_to_frames(norm(frames_to_batch(hidden_states)), hidden_states.shape[0])
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        residual = self.conv1(F.silu(self._frame_norm(self.norm1, hidden_states)))
+        residual = self.conv2(F.silu(self._frame_norm(self.norm2, residual)))
+        return hidden_states + residual
+
+
+class MGNTVQTemporalEncoder(nn.Module):
+    """`[B, C, T, h, w]` -> `[B, C, T / temporal_downsample_factor, h, w]`: `log2(factor) + 1` levels of causal
+    temporal residual blocks, a stride-2 causal convolution between consecutive levels."""
+
+    def __init__(self, config: MGNTVQConfig):
+        super().__init__()
+        channels, groups = config.level_channels[-1], config.norm_num_groups
+        num_levels = config.temporal_downsample_factor.bit_length()  # log2(factor) + 1
+        self.levels = nn.ModuleList(
+            nn.ModuleList(MGNTVQTemporalResidualBlock(channels, groups) for _ in range(config.num_temporal_res_blocks))
+            for _ in range(num_levels))
+        self.downsamples = nn.ModuleList(
+            MGNTVQCausalTemporalConv(channels, channels, stride=2) for _ in range(num_levels - 1))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for level, blocks in enumerate(self.levels):
+            for block in blocks:
+                hidden_states = block(hidden_states)
+            if level < len(self.downsamples):
+                hidden_states = self.downsamples[level](hidden_states)
+        return hidden_states
+
+
+class MGNTVQTemporalDecoder(nn.Module):
+    """`[B, C, t, h, w]` -> `[B, C, t * temporal_downsample_factor, h, w]`: the mirror of `MGNTVQTemporalEncoder`,
+    with nearest-neighbour x2 upsampling in time followed by a causal temporal convolution between levels."""
+
+    def __init__(self, config: MGNTVQConfig):
+        super().__init__()
+        channels, groups = config.level_channels[-1], config.norm_num_groups
+        num_levels = config.temporal_downsample_factor.bit_length()
+        self.levels = nn.ModuleList(
+            nn.ModuleList(MGNTVQTemporalResidualBlock(channels, groups) for _ in range(config.num_temporal_res_blocks))
+            for _ in range(num_levels))
+        self.upsamples = nn.ModuleList(MGNTVQCausalTemporalConv(channels, channels) for _ in range(num_levels - 1))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for level, blocks in enumerate(self.levels):
+            for block in blocks:
+                hidden_states = block(hidden_states)
+            if level < len(self.upsamples):
+                hidden_states = self.upsamples[level](hidden_states.repeat_interleave(2, dim=2))
+        return hidden_states
+
+
 class MGNTVQEncoder(nn.Module):
-    """`[B, C, H, W]` pixels -> `[B, embedding_dim, H/f, W/f]` continuous latents."""
+    """`[B, C, H, W]` pixels -> `[B, embedding_dim, H/f, W/f]` continuous latents (video: `[B, C, T, H, W]` ->
+    `[B, embedding_dim, T/ft, H/f, W/f]`)."""
 
     def __init__(self, config: MGNTVQConfig):
         super().__init__()
@@ -112,19 +211,25 @@ class MGNTVQEncoder(nn.Module):
             self.levels.append(nn.ModuleList(blocks))
             if level < len(channels) - 1:
                 self.downsamples.append(nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1))
+        self.temporal = MGNTVQTemporalEncoder(config) if config.is_video else None
         self.mid_block = MGNTVQResidualBlock(channels[-1], channels[-1], groups)
         self.norm_out = nn.GroupNorm(groups, channels[-1], eps=1e-6)
         self.conv_out = nn.Conv2d(channels[-1], config.embedding_dim, 3, padding=1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.conv_in(pixel_values)
+        batch = pixel_values.shape[0]
+        video = pixel_values.dim() == 5
+        hidden_states = self.conv_in(frames_to_batch(pixel_values) if video else pixel_values)
         for level, blocks in enumerate(self.levels):
             for block in blocks:
                 hidden_states = block(hidden_states)
             if level < len(self.downsamples):
                 hidden_states = self.downsamples[level](hidden_states)
+        if video:
+            hidden_states = frames_to_batch(self.temporal(batch_to_frames(hidden_states, batch)))
         hidden_states = self.mid_block(hidden_states)
-        return self.conv_out(F.silu(self.norm_out(hidden_states)))
+        latents = self.conv_out(F.silu(self.norm_out(hidden_states)))
+        return batch_to_frames(latents, batch) if video else latents
 
 
 class MGNTVQUpsample(nn.Module):
@@ -139,7 +244,8 @@ class MGNTVQUpsample(nn.Module):
 
 
 class MGNTVQDecoder(nn.Module):
-    """`[B, embedding_dim, h, w]` quantised latents -> `[B, C, h*f, w*f]` pixels (unclamped)."""
+    """`[B, embedding_dim, h, w]` quantised latents -> `[B, C, h*f, w*f]` pixels (unclamped); video:
+    `[B, embedding_dim, t, h, w]` -> `[B, C, t*ft, h*f, w*f]`."""
 
     def __init__(self, config: MGNTVQConfig):
         super().__init__()
@@ -147,6 +253,7 @@ class MGNTVQDecoder(nn.Module):
         groups = config.norm_num_groups
         self.conv_in = nn.Conv2d(config.embedding_dim, channels[-1], 3, padding=1)
         self.mid_block = MGNTVQResidualBlock(channels[-1], channels[-1], groups)
+        self.temporal = MGNTVQTemporalDecoder(config) if config.is_video else None
         # Levels from the coarsest to the finest; every level but the finest ends with an upsampling.
         self.levels = nn.ModuleList()
         self.upsamples = nn.ModuleList()
@@ -164,13 +271,18 @@ class MGNTVQDecoder(nn.Module):
         self.conv_out = nn.Conv2d(channels[0], config.num_channels, 3, padding=1)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.mid_block(self.conv_in(latents))
+        batch = latents.shape[0]
+        video = latents.dim() == 5
+        hidden_states = self.mid_block(self.conv_in(frames_to_batch(latents) if video else latents))
+        if video:
+            hidden_states = frames_to_batch(self.temporal(batch_to_frames(hidden_states, batch)))
         for level, blocks in enumerate(self.levels):
             for block in blocks:
                 hidden_states = block(hidden_states)
             if level < len(self.upsamples):
                 hidden_states = self.upsamples[level](hidden_states)
-        return self.conv_out(F.silu(self.norm_out(hidden_states)))
+        pixels = self.conv_out(F.silu(self.norm_out(hidden_states)))
+        return batch_to_frames(pixels, batch) if video else pixels
 
 
 class MGNTVQQuantizer(nn.Module):
@@ -200,24 +312,24 @@ class MGNTVQQuantizer(nn.Module):
         return F.normalize(codes, dim=-1) if self.normalize_codes else codes
 
     def _flatten(self, latents: torch.Tensor) -> torch.Tensor:
-        flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # [B*h*w, D]
+        flat = latents.movedim(1, -1).reshape(-1, latents.shape[1])  # [B*(t*)h*w, D]
         return F.normalize(flat, dim=-1) if self.normalize_codes else flat
 
     @torch.no_grad()
     def nearest_codes(self, latents: torch.Tensor) -> torch.LongTensor:
-        """`[B, D, h, w]` latents -> `[B, h, w]` ids of the nearest codes (searched in float32)."""
-        batch, _, height, width = latents.shape
+        """`[B, D, h, w]` (or `[B, D, t, h, w]`) latents -> `[B, h, w]` (`[B, t, h, w]`) ids of the nearest codes
+        (searched in float32)."""
         # Autocast off: bfloat16 distances would tie or swap near neighbours.
         with torch.autocast(device_type=latents.device.type, enabled=False):
             flat = self._flatten(latents.float())
             codes = self.codebook_vectors().float()
             # ||z||^2 is the same for every code, so argmin ||z - e||^2 = argmin (||e||^2 - 2 z.e).
             distances = (codes * codes).sum(dim=1)[None, :] - 2.0 * flat @ codes.t()  # [B*h*w, K]
-        return distances.argmin(dim=1).view(batch, height, width)
+        return distances.argmin(dim=1).view(latents.shape[0], *latents.shape[2:])
 
     def lookup(self, token_ids: torch.LongTensor) -> torch.Tensor:
-        """`[B, h, w]` ids -> `[B, D, h, w]` codebook vectors."""
-        return F.embedding(token_ids, self.codebook_vectors()).permute(0, 3, 1, 2).contiguous()
+        """`[B, h, w]` (or `[B, t, h, w]`) ids -> `[B, D, h, w]` (`[B, D, t, h, w]`) codebook vectors."""
+        return F.embedding(token_ids, self.codebook_vectors()).movedim(-1, 1).contiguous()
 
     @staticmethod
     def _sample_latents(flat_latents: torch.Tensor, count: int) -> torch.Tensor:
@@ -255,7 +367,7 @@ class MGNTVQQuantizer(nn.Module):
         return int(dead.numel())
 
     def forward(self, latents: torch.Tensor) -> MGNTVQQuantizerOutput:
-        """`[B, D, h, w]` encoder latents -> quantised latents, ids, losses and usage statistics.
+        """`[B, D, h, w]` (or `[B, D, t, h, w]`) encoder latents -> quantised latents, ids, losses and usage statistics.
 
         In training, the first call sets the codebook to encoder outputs of its batch (`codebook_initialized`).
         """
@@ -296,12 +408,12 @@ class MGNTVQPreTrainedModel(PreTrainedModel):
     config: MGNTVQConfig
     base_model_prefix = "mgnt_vq"
     main_input_name = "pixel_values"
-    input_modalities = ("image",)
+    input_modalities = ("image", "video")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["MGNTVQResidualBlock", "MGNTVQQuantizer"]
+    _no_split_modules = ["MGNTVQResidualBlock", "MGNTVQTemporalResidualBlock", "MGNTVQQuantizer"]
 
     def _init_weights(self, module):
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
             # PyTorch's default convolution initialisation (Kaiming-uniform): GroupNorm-ed conv stacks train
             # well from it, while the transformers default (normal, std 0.02) starves 3x3 convs of signal.
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
@@ -319,9 +431,10 @@ class MGNTVQPreTrainedModel(PreTrainedModel):
 
 
 class MGNTVQModel(MGNTVQPreTrainedModel):
-    """The MaGNeTS image tokenizer.
+    """The MaGNeTS image and video tokenizer.
 
-    `encode(pixels [B, C, H, W] in [-1, 1]) -> ids [B, h, w]`, `decode(ids) -> pixels in [-1, 1]`,
+    `encode(pixels [B, C, H, W] in [-1, 1]) -> ids [B, h, w]`, `decode(ids) -> pixels in [-1, 1]`; a video
+    tokenizer (`config.num_frames` set) maps `[B, C, T, H, W]` to `[B, T/ft, h, w]` and back,
     `forward(pixels)` -> reconstruction, ids and loss terms for training. Images must have
     `config.num_channels` channels and sides divisible by `config.downsample_factor` (any such size
     works: the network is fully convolutional; `config.resolution` is the size it was trained at).
@@ -334,47 +447,69 @@ class MGNTVQModel(MGNTVQPreTrainedModel):
         self.decoder = MGNTVQDecoder(config)
         self.post_init()
 
+    def _expected_pixels(self) -> str:
+        config = self.config
+        height, width = config.resolution
+        if config.is_video:
+            return (f"[B, {config.num_channels}, T, H, W] with T a multiple of {config.temporal_downsample_factor} "
+                    f"(temporal_downsample_factor) and H, W multiples of {config.downsample_factor}; trained at "
+                    f"[B, {config.num_channels}, {config.num_frames}, {height}, {width}]")
+        return (f"[B, {config.num_channels}, H, W] with H, W multiples of {config.downsample_factor}; trained at "
+                f"[B, {config.num_channels}, {height}, {width}]")
+
     def _check_pixels(self, pixel_values: torch.Tensor) -> None:
         config = self.config
+        ndim, layout = (5, "[B, C, T, H, W]") if config.is_video else (4, "[B, C, H, W]")
         if not isinstance(pixel_values, torch.Tensor) or not pixel_values.is_floating_point() \
-                or pixel_values.dim() != 4:
+                or pixel_values.dim() != ndim:
             raise ValueError(
-                f"pixel_values must be a float tensor [B, C, H, W], got "
-                f"{getattr(pixel_values, 'dtype', type(pixel_values).__name__)} {list(getattr(pixel_values, 'shape', []))}"
+                f"pixel_values must be a float tensor {layout}, got "
+                f"{getattr(pixel_values, 'dtype', type(pixel_values).__name__)} "
+                f"{list(getattr(pixel_values, 'shape', []))}; expected {self._expected_pixels()}"
             )
         if pixel_values.shape[1] != config.num_channels:
             raise ValueError(
                 f"pixel_values has {pixel_values.shape[1]} channels but this tokenizer takes "
-                f"num_channels={config.num_channels}"
+                f"num_channels={config.num_channels}; expected {self._expected_pixels()}"
             )
         factor = config.downsample_factor
         height, width = pixel_values.shape[-2:]
         if height % factor or width % factor or height == 0 or width == 0:
             raise ValueError(
                 f"image size {height}x{width} is not divisible by the downsampling factor {factor}; "
-                f"pad or resize to a multiple of {factor} (this tokenizer was trained at {config.resolution})"
+                f"pad or resize to a multiple of {factor} (expected {self._expected_pixels()})"
             )
+        if config.is_video:
+            frames = pixel_values.shape[2]
+            if frames == 0 or frames % config.temporal_downsample_factor:
+                raise ValueError(f"{frames} frames is not a positive multiple of temporal_downsample_factor "
+                                 f"{config.temporal_downsample_factor}; expected {self._expected_pixels()}")
 
     def encode_latents(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`[B, C, H, W]` pixels -> `[B, embedding_dim, H/f, W/f]` continuous (unquantised) latents."""
+        """`[B, C, H, W]` pixels -> `[B, embedding_dim, H/f, W/f]` continuous (unquantised) latents; video:
+        `[B, C, T, H, W]` -> `[B, embedding_dim, T/ft, H/f, W/f]`."""
         self._check_pixels(pixel_values)
         return self.encoder(pixel_values.to(self.dtype))
 
     @torch.no_grad()
     def encode(self, pixel_values: torch.Tensor) -> torch.LongTensor:
-        """`[B, C, H, W]` pixels in `[-1, 1]` -> token ids `[B, H/f, W/f]` in `[0, codebook_size)`."""
+        """`[B, C, H, W]` pixels in `[-1, 1]` -> token ids `[B, H/f, W/f]` in `[0, codebook_size)`; video:
+        `[B, C, T, H, W]` -> `[B, T/ft, H/f, W/f]`."""
         return self.quantizer.nearest_codes(self.encode_latents(pixel_values))
 
     def decode_latents(self, quantized: torch.Tensor) -> torch.Tensor:
-        """`[B, embedding_dim, h, w]` quantised latents -> `[B, C, h*f, w*f]` unclamped pixels."""
+        """`[B, embedding_dim, (t,) h, w]` quantised latents -> `[B, C, (t*ft,) h*f, w*f]` unclamped pixels."""
         return self.decoder(quantized)
 
     @torch.no_grad()
     def decode(self, token_ids: torch.LongTensor) -> torch.Tensor:
-        """Token ids `[B, h, w]` -> pixels `[B, C, h*f, w*f]` clamped to `[-1, 1]`."""
-        if not isinstance(token_ids, torch.Tensor) or token_ids.dtype != torch.long or token_ids.dim() != 3:
+        """Token ids `[B, h, w]` -> pixels `[B, C, h*f, w*f]` clamped to `[-1, 1]`; video: `[B, t, h, w]` ->
+        `[B, C, t*ft, h*f, w*f]`."""
+        ndim = 4 if self.config.is_video else 3
+        if not isinstance(token_ids, torch.Tensor) or token_ids.dtype != torch.long or token_ids.dim() != ndim:
+            expected = "[B, t, h, w]" if self.config.is_video else "[B, h, w]"
             raise ValueError(
-                f"token_ids must be a LongTensor [B, h, w], got "
+                f"token_ids must be a LongTensor {expected}, got "
                 f"{getattr(token_ids, 'dtype', type(token_ids).__name__)} {list(getattr(token_ids, 'shape', []))}"
             )
         if token_ids.numel() and bool(((token_ids < 0) | (token_ids >= self.config.codebook_size)).any()):
@@ -385,7 +520,7 @@ class MGNTVQModel(MGNTVQPreTrainedModel):
     def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs) -> MGNTVQModelOutput | tuple:
         r"""
         Args:
-            pixel_values (`torch.FloatTensor` `[B, C, H, W]`): images in `[-1, 1]`.
+            pixel_values (`torch.FloatTensor` `[B, C, H, W]`, video `[B, C, T, H, W]`): in `[-1, 1]`.
 
         Returns:
             [`MGNTVQModelOutput`]: `reconstruction [B, C, H, W]` (unclamped), `token_ids [B, h, w]`, the
