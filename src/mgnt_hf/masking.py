@@ -46,7 +46,11 @@ def num_masked_after_step(schedule: str, step: int, num_steps: int, num_tokens: 
     return still_masked
 
 
-def training_mask_counts(schedule: str, progress: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """Tokens to mask per example for training: `ceil(ratio(r) * N)`, at least 1, for `r ~ U(0, 1)` `[B]`."""
+def training_mask_counts(schedule: str, progress: torch.Tensor, num_tokens: int | torch.Tensor) -> torch.Tensor:
+    """Tokens to mask per example for training: `ceil(ratio(r) * N)`, at least 1, for `r ~ U(0, 1)` `[B]`.
+
+    `num_tokens` may be a `[B]` tensor (maskable tokens per example, e.g. all but the context frames')."""
     counts = torch.ceil(mask_ratio(schedule, progress) * num_tokens).long()
+    if isinstance(num_tokens, torch.Tensor):
+        return torch.minimum(counts.clamp(min=1), num_tokens)
     return counts.clamp(1, num_tokens)

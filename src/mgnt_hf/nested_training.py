@@ -28,11 +28,21 @@ DISTILL_FROM = ("full", "next")
 
 def random_training_mask(batch_size: int, num_tokens: int, mask_schedule: str = "cosine",
                          device: torch.device | str | None = None,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """Boolean mask `[B, N]`: example b masks `ceil(ratio(r_b) * N)` random positions, `r_b ~ U(0, 1)`."""
+                         generator: torch.Generator | None = None,
+                         num_fixed_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean mask `[B, N]`: example b masks `ceil(ratio(r_b) * N)` random positions, `r_b ~ U(0, 1)`.
+
+    With `num_fixed_tokens [B]` (frame prediction: the context frames' tokens come first in the grid), the
+    first `num_fixed_tokens[b]` positions are never masked and the count is taken over the other
+    `N - num_fixed_tokens[b]` (each example must keep at least one maskable position)."""
     progress = torch.rand(batch_size, device=device, generator=generator)
-    counts = training_mask_counts(mask_schedule, progress, num_tokens)  # [B]
+    maskable = num_tokens if num_fixed_tokens is None else num_tokens - num_fixed_tokens.to(progress.device)
+    counts = training_mask_counts(mask_schedule, progress, maskable)  # [B]
     scores = torch.rand(batch_size, num_tokens, device=device, generator=generator)
+    if num_fixed_tokens is not None:
+        # Scores are < 1, so fixed positions rank after every maskable one and are never among the `count` lowest.
+        fixed = torch.arange(num_tokens, device=scores.device)[None, :] < num_fixed_tokens.to(scores.device)[:, None]
+        scores = scores.masked_fill(fixed, 2.0)
     ranks = scores.argsort(dim=1).argsort(dim=1)  # a random permutation per row
     return ranks < counts[:, None]
 
@@ -117,14 +127,23 @@ class MGNTNestedTrainingObjective(nn.Module):
         return sorted(widths, reverse=True)
 
     def forward(self, token_ids: torch.LongTensor, class_labels: torch.LongTensor,
-                generator: torch.Generator | None = None) -> NestedTrainingOutput:
-        """`token_ids [B, N]` (or `[B, *token_grid]`) ground-truth codes, `class_labels [B]` in `[0, num_classes)`."""
+                generator: torch.Generator | None = None,
+                num_context_tokens: torch.LongTensor | None = None) -> NestedTrainingOutput:
+        """`token_ids [B, N]` (or `[B, *token_grid]`) ground-truth codes, `class_labels [B]` in `[0, num_classes)`.
+
+        `num_context_tokens [B]` (frame prediction): the first that many grid tokens of each example (the
+        context frames') are never masked, so the model learns to continue them; 0 = class-conditional."""
         config = self.transformer.config
         token_ids = token_ids.reshape(token_ids.shape[0], -1)
         batch, num_tokens = token_ids.shape
         if bool(((class_labels < 0) | (class_labels >= config.num_classes)).any()):
             raise ValueError(f"training class_labels must be in [0, {config.num_classes})")
-        masked = random_training_mask(batch, num_tokens, self.mask_schedule, token_ids.device, generator)
+        if num_context_tokens is not None and (num_context_tokens.shape != (batch,) or bool(
+                ((num_context_tokens < 0) | (num_context_tokens >= num_tokens)).any())):
+            raise ValueError(f"num_context_tokens must be [B={batch}] with values in [0, {num_tokens - 1}], got "
+                             f"{list(num_context_tokens.shape)} {num_context_tokens.tolist()[:8]}")
+        masked = random_training_mask(batch, num_tokens, self.mask_schedule, token_ids.device, generator,
+                                      num_fixed_tokens=num_context_tokens)
         inputs = torch.where(masked, torch.full_like(token_ids, config.mask_token_id), token_ids)
         if self.training:
             class_labels = drop_class_labels(class_labels, config.class_dropout_prob, config.null_class_id, generator)
