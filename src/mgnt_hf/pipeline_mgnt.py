@@ -74,12 +74,13 @@ def _template_path() -> Path:
     raise OSError(f"model card template not found: neither mgnt_hf/model_card.md (package data) nor {checkout}")
 
 
-def check_pipeline_folder(folder: str | os.PathLike) -> None:
-    """Raise `OSError` naming what is missing if `folder` is not a complete saved `MGNTPipeline`."""
+def check_pipeline_folder(folder: str | os.PathLike, pipeline_name: str = "MGNTPipeline") -> None:
+    """Raise `OSError` naming what is missing if `folder` is not a complete saved `MGNTPipeline` (or subclass
+    `pipeline_name`: the video pipeline has the same components)."""
     folder = Path(folder)
     index_path = folder / "model_index.json"
     if not index_path.is_file():
-        raise OSError(f"{folder} is not a saved MGNTPipeline: model_index.json is missing")
+        raise OSError(f"{folder} is not a saved {pipeline_name}: model_index.json is missing")
     try:
         index = json.loads(index_path.read_text())
     except json.JSONDecodeError as error:
@@ -96,7 +97,7 @@ def check_pipeline_folder(folder: str | os.PathLike) -> None:
             if not any((folder / component).glob(pattern)):
                 missing.append(f"{component}/{pattern}")
     if missing:
-        raise OSError(f"incomplete MGNTPipeline folder {folder}: missing {', '.join(missing)}")
+        raise OSError(f"incomplete {pipeline_name} folder {folder}: missing {', '.join(missing)}")
 
 
 class MGNTPipeline(DiffusionPipeline):
@@ -319,6 +320,10 @@ class MGNTPipeline(DiffusionPipeline):
         guidance_scale = self.scheduler.config.guidance_scale if guidance_scale is None else guidance_scale
         self._check_call_arguments(output_type, num_images_per_prompt, guidance_scale, use_cache,
                                    cache_refresh_interval, callback_on_step_end_tensor_inputs)
+        if output_type != "latent" and self.vqvae.config.is_video:
+            raise ValueError(f"output_type {output_type!r} of MGNTPipeline decodes images, but the tokenizer is a "
+                             f"video tokenizer (num_frames={self.vqvae.config.num_frames}); use MGNTVideoPipeline, "
+                             f"or output_type='latent'")
         use_cache = self.scheduler.config.use_cache if use_cache is None else use_cache
         device = self._execution_device
 
@@ -478,7 +483,7 @@ class MGNTPipeline(DiffusionPipeline):
         """
         path = os.fspath(pretrained_model_name_or_path)
         if os.path.isdir(path):
-            check_pipeline_folder(path)
+            check_pipeline_folder(path, cls.__name__)
         else:
             looks_local = os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1 \
                 or os.sep != "/" and os.sep in path
@@ -487,7 +492,7 @@ class MGNTPipeline(DiffusionPipeline):
             except HFValidationError:
                 looks_local = True
             if looks_local:
-                raise OSError(f"no MGNTPipeline folder at {path!r} (and it is not a Hub repo id 'owner/name')")
+                raise OSError(f"no {cls.__name__} folder at {path!r} (and it is not a Hub repo id 'owner/name')")
         return super().from_pretrained(path, **kwargs)
 
     @classmethod
@@ -506,7 +511,7 @@ class MGNTPipeline(DiffusionPipeline):
             local_files_only=bool(kwargs.get("local_files_only", False)),
             force_download=bool(kwargs.get("force_download", False)),
         )
-        check_pipeline_folder(folder)
+        check_pipeline_folder(folder, cls.__name__)
         return folder
 
     def create_model_card(self, repo_id: str | None = None, license: str = "mit", metrics: dict | None = None,
@@ -558,5 +563,5 @@ class MGNTPipeline(DiffusionPipeline):
             self.create_model_card(repo_id, license=license, metrics=metrics, datasets=datasets).save(
                 os.path.join(folder, "README.md"))
             commit = api.upload_folder(repo_id=repo_id, folder_path=folder, create_pr=create_pr,
-                                       commit_message=commit_message or "Upload MGNTPipeline")
+                                       commit_message=commit_message or f"Upload {type(self).__name__}")
         return str(commit)
