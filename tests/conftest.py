@@ -51,3 +51,30 @@ def tiny_pipeline(tiny_transformer, tiny_vqvae, tiny_scheduler) -> MGNTPipeline:
     pipe = MGNTPipeline(transformer=tiny_transformer, vqvae=tiny_vqvae, scheduler=tiny_scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# ---------------------------------------------------------------- video
+
+from mgnt_hf import MGNTVideoPipeline  # noqa: E402
+
+# 2x4x4 tokens (t, h, w), 16 codes, 3 classes; the image fixture's widths so the default schedule applies.
+TINY_VIDEO_TRANSFORMER_CONFIG = {**TINY_TRANSFORMER_CONFIG, "token_grid": (2, 4, 4)}
+# 4-frame 16x16 grayscale clips, x2 in time and x4 in space -> 2x4x4 tokens, 16 codes.
+TINY_VIDEO_VQ_CONFIG = {**TINY_VQ_CONFIG, "num_channels": 1, "num_frames": 4, "temporal_downsample_factor": 2}
+
+
+def make_tiny_video_transformer(seed: int = 0, **overrides) -> MGNTTransformer:
+    torch.manual_seed(seed)
+    return MGNTTransformer(MGNTConfig(**{**TINY_VIDEO_TRANSFORMER_CONFIG, **overrides})).eval()
+
+
+def make_tiny_video_vqvae(seed: int = 0, **overrides) -> MGNTVQModel:
+    torch.manual_seed(seed)
+    return MGNTVQModel(MGNTVQConfig(**{**TINY_VIDEO_VQ_CONFIG, **overrides})).eval()
+
+
+@pytest.fixture
+def tiny_video_pipeline() -> MGNTVideoPipeline:
+    pipe = MGNTVideoPipeline(make_tiny_video_transformer(), make_tiny_video_vqvae(), MGNTScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

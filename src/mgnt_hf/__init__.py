@@ -13,6 +13,7 @@ from .modeling_vq import MGNTVQModel, MGNTVQModelOutput
 from .evaluation import MGNTFeatureClassifier, MGNTFeatureClassifierConfig
 from .scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, MGNTScheduler, MGNTSchedulerOutput
 from .pipeline_mgnt import MGNTPipeline, MGNTPipelineOutput
+from .pipeline_mgnt_video import MGNTVideoPipeline, MGNTVideoPipelineOutput, export_to_video
 
 AutoConfig.register("mgnt", MGNTConfig, exist_ok=True)
 AutoModel.register(MGNTConfig, MGNTTransformer, exist_ok=True)
@@ -39,4 +40,7 @@ __all__ = [
     "WIDTH_SCHEDULE_PRESETS",
     "MGNTPipeline",
     "MGNTPipelineOutput",
+    "MGNTVideoPipeline",
+    "MGNTVideoPipelineOutput",
+    "export_to_video",
 ]

@@ -1,0 +1,462 @@
+"""MGNT video pipeline: class labels and/or context frames -> `[t, h, w]` token videos (the same MaskGIT decode
+with nested widths and a KV cache as images) -> frames.
+
+Two tasks (DESIGN §1, Video): class-conditional generation (UCF101-like) and frame prediction (Kinetics600-like),
+where the tokens of the given first frames are fixed and never masked. The decode loop itself is
+`MGNTPipeline._decode_tokens`; this file adds what differs for video: the context frames (checked, encoded once
+by the causal video tokenizer, placed in the start grid), the output layouts of frames, the model card and
+`export_to_video`.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.utils import BaseOutput
+from huggingface_hub import ModelCard, ModelCardData
+
+from .pipeline_mgnt import MGNTPipeline
+from .video_io import write_video
+
+
+@dataclass
+class MGNTVideoPipelineOutput(BaseOutput):
+    """
+    Output of [`MGNTVideoPipeline`].
+
+    Args:
+        frames (`np.ndarray` `[B, T, H, W, C]` in [0, 1], `torch.Tensor` `[B, T, C, H, W]` in [0, 1], a list (per
+            video) of lists of `PIL.Image.Image` frames, or token ids `torch.LongTensor` `[B, t, h, w]` for
+            `output_type="latent"`): every frame of each video, the context frames included (as the tokenizer
+            reconstructs them from their tokens).
+        gflops_per_video (`float`): transformer GFLOPs (analytic `count_forward_flops`, 2 x multiply-adds) summed
+            over the forwards that ran, both guidance branches included, divided by the number of videos. Neither
+            the tokenizer's encode of the context nor its decode is counted.
+        widths (`list[int | None]`): the width each step ran at (None where no token was left to decode).
+        full_passes (`list[bool]`): whether each step ran a full pass (True) or only its active tokens against
+            the KV cache (False).
+        num_context_frames (`int`): `Tc`, the number of given context frames at the start of each video (0 for
+            class-conditional generation).
+    """
+
+    frames: np.ndarray | torch.Tensor | list[list[PIL.Image.Image]]
+    gflops_per_video: float
+    widths: list[int | None]
+    full_passes: list[bool]
+    num_context_frames: int
+
+
+# The model card of a video pipeline (README.md with YAML front matter); the image card is the top-level
+# `model_card.md`. Rendered by `huggingface_hub.ModelCard.from_template` (Jinja2).
+VIDEO_MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# MaGNeTS video generator (`mgnt_hf`)
+
+A [MaGNeTS](https://arxiv.org/abs/2502.00382) (Masked Generative Nested Transformers with Decode Time
+Scaling) video pipeline: a causal video VQ tokenizer turns {{ vqvae.num_frames if vqvae else "T" }}-frame clips
+into {{ transformer.token_grid | join("x") }} (time x height x width) token grids; a bidirectional transformer
+whose leading slices are themselves smaller transformers fills in masked tokens over
+{{ scheduler.width_schedule | sum(attribute=1) }} MaskGIT steps, running small widths early and large widths
+late, with a KV cache for tokens already decoded. It generates videos of a class, and predicts the rest of a
+video from its first frames (their tokens are kept fixed).
+
+## Usage
+
+```bash
+pip install "mgnt_hf[video]"
+```
+
+```python
+import torch
+from mgnt_hf import MGNTVideoPipeline, export_to_video
+
+pipe = MGNTVideoPipeline.from_pretrained("{{ repo_id }}")
+
+# Class-conditional generation
+out = pipe({{ example_labels }}, generator=torch.manual_seed(0))
+export_to_video(out.frames[0], "sample.mp4", fps=8)  # frames: [B, T, H, W, C] in [0, 1]
+print(out.gflops_per_video)  # transformer GFLOPs per video, both guidance branches
+
+# Frame prediction: the first frames of each video, [B, Tc, C, H, W] in [0, 1]
+out = pipe(context_frames=context, generator=torch.manual_seed(0))
+```
+
+Context frames: `Tc` a multiple of {{ vqvae.temporal_downsample_factor if vqvae else "the tokenizer's temporal downsampling factor" }}, fewer than {{ vqvae.num_frames if vqvae else "the clip length" }}, at the tokenizer's resolution.
+Load it with `MGNTVideoPipeline.from_pretrained` (not `DiffusionPipeline.from_pretrained`: the components are
+`mgnt_hf` classes).
+
+## Model
+
+| | |
+|---|---|
+| Transformer | {{ transformer.num_hidden_layers }} layers, hidden size {{ transformer.hidden_size }}, {{ transformer.num_attention_heads }} heads, MLP {{ transformer.intermediate_size }}, {{ "{:,}".format(num_parameters) }} parameters |
+| Nested widths | {{ transformer.nested_widths | join(", ") }} |
+| Token grid | {{ transformer.token_grid | join("x") }} (t x h x w), codebook of {{ transformer.codebook_size }} codes |
+| Classes | {{ transformer.num_classes }}{% if id2label %}: {{ id2label.values() | join(", ") }}{% endif %} |
+{% if vqvae -%}
+| Tokenizer | {{ vqvae.num_channels }}-channel clips of {{ vqvae.num_frames }} frames at {{ vqvae.resolution | join("x") }} px, downsampling x{{ vqvae.temporal_downsample_factor }} in time (causal) and x{{ vqvae.downsample_factor }} in space, {{ vqvae.codebook_size }} codes |
+{% endif %}
+
+## Decoding
+
+| | |
+|---|---|
+| Width schedule | `{{ scheduler.width_schedule }}` (`[width fraction of {{ transformer.hidden_size }}, steps]`) |
+| KV cache | {{ "on" if scheduler.use_cache else "off" }}{% if scheduler.use_cache %}, rebuilt when the width changes{% if scheduler.cache_refresh_interval %} and every {{ scheduler.cache_refresh_interval }} steps{% endif %}{% endif %} |
+| Mask schedule | {{ scheduler.mask_schedule }} |
+| Temperature / choice temperature | {{ scheduler.temperature }} / {{ scheduler.choice_temperature }} (annealed to 0) |
+| Guidance | scale {{ scheduler.guidance_scale }}, {{ scheduler.guidance_schedule }} schedule (class-conditional calls; off for frame prediction without labels) |
+
+Each of these can be changed per call, e.g. `pipe(labels, width_schedule=[[1.0, 12]], use_cache=False)`
+is the MaskGIT baseline.
+
+## Metrics
+
+{% if metrics -%}
+| Metric | Value |
+|---|---|
+{% for name, value in metrics.items() -%}
+| {{ name }} | {{ value }} |
+{% endfor %}
+{%- else -%}
+Not measured yet.
+{%- endif %}
+
+## License
+
+{{ license }}
+"""
+
+
+class MGNTVideoPipeline(MGNTPipeline):
+    r"""
+    Video generation with MaGNeTS: class-conditional generation and frame prediction. The same MaskGIT decode
+    with nested widths and a KV cache as [`MGNTPipeline`], over `[t, h, w]` token grids (sequence order: time,
+    then rows, then columns).
+
+    Components (as [`MGNTPipeline`]):
+        transformer ([`MGNTTransformer`]): with a 3-entry `token_grid` `(t, h, w)`.
+        vqvae ([`MGNTVQModel`], *optional*): a video tokenizer (`config.num_frames` set) with the same token grid
+            and codebook. Without it only class-conditional `output_type="latent"` works.
+        scheduler ([`MGNTScheduler`]): width schedule, cache policy, mask schedule, temperatures, guidance.
+
+    Frame prediction encodes the context frames once; the tokenizer is causal in time, so the first `Tc / ft`
+    latent frames of a clip depend only on its first `Tc` frames and those tokens can be fixed while the rest of
+    the grid is decoded.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from mgnt_hf import MGNTVideoPipeline, export_to_video
+    >>> pipe = MGNTVideoPipeline.from_pretrained("path/to/video-pipeline")
+    >>> out = pipe([0, 1], generator=torch.manual_seed(0))  # frames [2, T, H, W, C] in [0, 1]
+    >>> export_to_video(out.frames[0], "class0.mp4")
+    >>> context = torch.from_numpy(out.frames[:, :4]).permute(0, 1, 4, 2, 3)  # [2, 4, C, H, W]
+    >>> predicted = pipe(context_frames=context, generator=torch.manual_seed(1))
+    ```
+    """
+
+    # ---------------------------------------------------------------- checks
+
+    def check_components(self) -> None:
+        """`ValueError` unless the transformer takes `(t, h, w)` grids and the tokenizer (if any) is a video
+        tokenizer; then the codebook and token grid checks of [`MGNTPipeline`]."""
+        token_grid = tuple(self.transformer.config.token_grid)
+        tokenizer_is_video = self.vqvae is None or self.vqvae.config.is_video
+        if len(token_grid) != 3 or not tokenizer_is_video:
+            tokenizer = "no" if self.vqvae is None else "a video" if tokenizer_is_video else "an image"
+            raise ValueError(
+                f"MGNTVideoPipeline needs a video tokenizer (vqvae.config.is_video: num_frames set) and a transformer "
+                f"with a 3-entry token_grid (t, h, w); got {tokenizer} tokenizer and token_grid {token_grid}"
+            )
+        super().check_components()
+
+    def _context_layouts(self) -> dict[str, str]:
+        """The accepted context shapes, spelled out with this tokenizer's sizes (for error messages)."""
+        config = self.vqvae.config
+        channels, (height, width) = config.num_channels, config.resolution
+        mode = "L" if channels == 1 else "RGB"
+        return {
+            "pt": f"[B, Tc, {channels}, {height}, {width}]",
+            "np": f"[B, Tc, {height}, {width}, {channels}]",
+            "pil": f"a list (one per video) of lists of Tc {mode} PIL frames of {width}x{height}",
+        }
+
+    def _context_pixels(self, context_frames) -> torch.Tensor:
+        """Check `context_frames` (any accepted layout) -> `[B, C, Tc, H, W]` float32 in `[-1, 1]`, the tokenizer's
+        input layout. `ValueError` naming the expected shape for anything else."""
+        config = self.vqvae.config
+        channels, (height, width) = config.num_channels, config.resolution
+        frames_per_latent, num_frames = config.temporal_downsample_factor, config.num_frames
+        layouts = self._context_layouts()
+        allowed_frames = (f"with Tc a multiple of {frames_per_latent} in {frames_per_latent}.."
+                          f"{num_frames - frames_per_latent}" if num_frames > frames_per_latent else
+                          f"(no context fits: the tokenizer's {num_frames} frames are a single latent frame)")
+
+        if isinstance(context_frames, torch.Tensor):
+            layout, frames = "pt", context_frames.detach().cpu()
+            if frames.dim() == 5:
+                frames = frames.permute(0, 1, 3, 4, 2)  # -> [B, Tc, H, W, C], checked below with numpy's layout
+            got = list(context_frames.shape)
+            dtype = frames.dtype
+            frames = frames.numpy() if dtype != torch.bfloat16 else frames.float().numpy()
+            is_uint8, is_float = dtype == torch.uint8, dtype.is_floating_point
+        elif isinstance(context_frames, np.ndarray):
+            layout, frames, got = "np", context_frames, list(context_frames.shape)
+            is_uint8, is_float = frames.dtype == np.uint8, np.issubdtype(frames.dtype, np.floating)
+        elif isinstance(context_frames, (list, tuple)):
+            layout = "pil"
+            frames, got = self._stack_pil_context(context_frames, f"{layouts['pil']} {allowed_frames}")
+            is_uint8, is_float = True, False
+        else:
+            raise ValueError(f"context_frames must be a torch tensor {layouts['pt']}, a numpy array {layouts['np']} "
+                             f"or {layouts['pil']}; got {type(context_frames).__name__}")
+
+        if not (is_uint8 or is_float):
+            raise ValueError(f"context_frames must hold floats in [0, 1] or uint8 in [0, 255], got dtype "
+                             f"{getattr(context_frames, 'dtype', None)}")
+        fits = frames.ndim == 5 and frames.shape[0] >= 1 and tuple(frames.shape[2:]) == (height, width, channels) \
+            and 0 < frames.shape[1] < num_frames and frames.shape[1] % frames_per_latent == 0
+        if not fits:
+            raise ValueError(f"context_frames must be {layouts[layout]} {allowed_frames}, got {got}")
+        if is_uint8:
+            pixels = frames.astype(np.float32) / 255.0
+        else:
+            pixels = frames.astype(np.float32)
+            if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
+                raise ValueError(f"context_frames must hold values in [0, 1] (floats), got values in "
+                                 f"[{np.nanmin(pixels):g}, {np.nanmax(pixels):g}]")
+        pixels = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 4, 1, 2, 3)  # [B, C, Tc, H, W]
+        return pixels * 2 - 1
+
+    @staticmethod
+    def _stack_pil_context(context_frames, expected: str) -> tuple[np.ndarray, list]:
+        """A list of lists of PIL frames -> uint8 `[B, Tc, H, W, C]` (as given; sizes are checked by the caller)
+        and a description of what was given."""
+        if not context_frames or not all(isinstance(video, (list, tuple)) and video for video in context_frames):
+            raise ValueError(f"context_frames must be {expected}, got {type(context_frames).__name__} of "
+                             f"{[type(video).__name__ for video in context_frames]}")
+        lengths = [len(video) for video in context_frames]
+        frames = [frame for video in context_frames for frame in video]
+        if not all(isinstance(frame, PIL.Image.Image) for frame in frames):
+            raise ValueError(f"context_frames must be {expected}, got a frame of type "
+                             f"{next(type(f).__name__ for f in frames if not isinstance(f, PIL.Image.Image))}")
+        kinds = sorted({f"{frame.mode} {frame.width}x{frame.height}" for frame in frames})
+        got = f"{len(context_frames)} videos of {lengths} frames ({', '.join(kinds)})"
+        if len(set(lengths)) != 1 or len(kinds) != 1 or frames[0].mode not in ("L", "RGB"):
+            raise ValueError(f"context_frames must be {expected}, got {got}")
+        arrays = np.stack([np.asarray(frame) for frame in frames])  # [B*Tc, H, W] or [B*Tc, H, W, 3]
+        if arrays.ndim == 3:
+            arrays = arrays[..., None]
+        shaped = arrays.reshape(len(context_frames), lengths[0], *arrays.shape[1:])
+        return shaped, got
+
+    # ---------------------------------------------------------------- generation
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: int | str | list[int | str] | torch.Tensor | None = None,
+        context_frames: torch.Tensor | np.ndarray | list[list[PIL.Image.Image]] | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        use_cache: bool | None = None,
+        width_schedule: list | str | None = None,
+        num_videos_per_prompt: int = 1,
+        latents: torch.LongTensor | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers convention)
+        cache_refresh_interval: int | None | str = "scheduler",
+    ) -> MGNTVideoPipelineOutput | tuple:
+        r"""
+        Generate videos of the given classes, or predict the rest of videos from their first frames.
+
+        Args:
+            class_labels (*optional*): an int, a label name from `transformer.config.id2label`, a list of them, or
+                an integer tensor; ids in `[0, num_classes)`. With `context_frames`: None (the null class is the
+                condition and guidance is off) or one label per context video.
+            context_frames (*optional*): the first `Tc` frames of each video, in [0, 1]: a torch tensor
+                `[B, Tc, C, H, W]` (the `"pt"` output layout), a numpy array `[B, Tc, H, W, C]` (the `"np"`
+                layout; uint8 in [0, 255] is scaled) or a list (per video) of lists of PIL frames. `Tc` is a
+                positive multiple of the tokenizer's `temporal_downsample_factor` `ft`, below its `num_frames`;
+                `(H, W)` its `resolution`, `C` its `num_channels`. Encoded once; the `Tc / ft` latent frames'
+                tokens are never masked, so the decode keeps them exactly and, with the KV cache, never runs them
+                again after the first full pass.
+            num_inference_steps (`int`, *optional*): decoding steps, at most the number of grid tokens. Default:
+                the width schedule's own total.
+            guidance_scale (`float`, *optional*): classifier-free guidance scale (1 = off); default the
+                scheduler's. Needs `class_labels` (without them only 1 or None is accepted).
+            generator: a `torch.Generator`, or a list with one per video (video i then equals a call for that
+                video alone with generator i).
+            output_type (`str`): `"np"` (`[B, T, H, W, C]` float32 in [0, 1]), `"pil"` (a list per video of PIL
+                frames), `"pt"` (`[B, T, C, H, W]` in [0, 1]) or `"latent"` (token ids `[B, t, h, w]`).
+            return_dict (`bool`): return [`MGNTVideoPipelineOutput`], else `(frames, gflops_per_video)`.
+            use_cache (`bool`, *optional*): KV cache on/off; default the scheduler's `use_cache`.
+            width_schedule (*optional*): segments `[[fraction, steps], ...]` or a preset name for this call.
+            num_videos_per_prompt (`int`): videos per label (and per context video); video `j` of prompt `i` is
+                output `i * n + j`.
+            latents (`torch.LongTensor` `[B, t, h, w]` or `[B, N]`, *optional*): start grid for class-conditional
+                calls, mask id (`codebook_size`) where unknown, as in [`MGNTPipeline`]. Not with `context_frames`.
+            callback_on_step_end, callback_on_step_end_tensor_inputs: as in [`MGNTPipeline`]; `latents` is the
+                token grid `[B, t, h, w]`.
+            cache_refresh_interval: `None` or a positive int (see [`MGNTScheduler`]); `"scheduler"` takes the
+                scheduler's setting.
+
+        Returns:
+            [`MGNTVideoPipelineOutput`] or a tuple `(frames, gflops_per_video)`.
+        """
+        config = self.transformer.config
+        self.check_components()
+        if class_labels is None and context_frames is None:
+            raise ValueError("give class_labels (class-conditional generation), context_frames (frame prediction) "
+                             "or both")
+        if latents is not None and context_frames is not None:
+            raise ValueError("latents and context_frames cannot be combined: the context fixes the first latent "
+                             "frames itself; pass one or the other")
+        if context_frames is not None and self.vqvae is None:
+            raise ValueError("context_frames need a vqvae to encode them; this pipeline has none")
+        if isinstance(num_videos_per_prompt, bool) or not isinstance(num_videos_per_prompt, int) \
+                or num_videos_per_prompt < 1:
+            raise ValueError(f"num_videos_per_prompt must be a positive integer, got {num_videos_per_prompt!r}")
+        if class_labels is None:
+            # The condition is the null class; guidance against the same null branch would change nothing.
+            if guidance_scale is not None and not (isinstance(guidance_scale, numbers.Real) and guidance_scale == 1):
+                raise ValueError(f"guidance_scale {guidance_scale!r} needs class_labels: without them the condition "
+                                 f"is the null class and guidance is off; pass guidance_scale=None or 1")
+            guidance_scale = 1.0
+        elif guidance_scale is None:
+            guidance_scale = self.scheduler.config.guidance_scale
+        self._check_call_arguments(output_type, num_videos_per_prompt, guidance_scale, use_cache,
+                                   cache_refresh_interval, callback_on_step_end_tensor_inputs)
+        use_cache = self.scheduler.config.use_cache if use_cache is None else use_cache
+        device = self._execution_device
+
+        context_pixels = None if context_frames is None else self._context_pixels(context_frames)  # [Bc, C, Tc, H, W]
+        if class_labels is None:
+            labels = torch.full((context_pixels.shape[0],), config.null_class_id, device=device)
+        else:
+            labels = torch.tensor(self.get_label_ids(class_labels), device=device)
+            if context_pixels is not None and labels.shape[0] != context_pixels.shape[0]:
+                raise ValueError(f"got {labels.shape[0]} class labels for {context_pixels.shape[0]} context videos; "
+                                 f"give one label per context video, or class_labels=None")
+        labels = labels.repeat_interleave(num_videos_per_prompt)  # [B]
+        batch_size = labels.shape[0]
+        if isinstance(generator, (list, tuple)) and len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for {batch_size} videos "
+                             f"(prompts x num_videos_per_prompt); pass one per video or a single generator")
+        step_widths = self._prepare_timesteps(num_inference_steps, width_schedule, device)
+        self._guidance_scale = guidance_scale
+
+        if context_pixels is None:
+            num_context_frames = 0
+            tokens = self._initial_tokens(latents, batch_size, device)  # [B, N]
+        else:
+            num_context_frames = context_pixels.shape[2]
+            vqvae_device = self.vqvae.device
+            context_ids = self.vqvae.encode(context_pixels.to(vqvae_device)).to(device)  # [Bc, Tc/ft, h, w]
+            tokens = torch.full((batch_size, *config.token_grid), config.mask_token_id, dtype=torch.long,
+                                device=device)
+            tokens[:, : context_ids.shape[1]] = context_ids.repeat_interleave(num_videos_per_prompt, dim=0)
+            tokens = tokens.view(batch_size, -1)  # [B, N]: the context's tokens first (time-major order)
+        tokens, total_flops, widths_run, full_passes = self._decode_tokens(
+            labels, tokens, step_widths, generator, use_cache, cache_refresh_interval, callback_on_step_end,
+            callback_on_step_end_tensor_inputs)
+
+        token_videos = tokens.view(batch_size, *config.token_grid)  # [B, t, h, w]
+        if output_type == "latent":
+            frames = token_videos
+        else:
+            pixels = self.vqvae.decode(token_videos)  # [B, C, T, H, W] in [-1, 1]
+            frames = (pixels.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)  # [B, T, C, H, W]
+            if output_type != "pt":
+                frames = frames.cpu().permute(0, 1, 3, 4, 2).numpy()  # [B, T, H, W, C]
+                if output_type == "pil":
+                    frames = [self.numpy_to_pil(video) for video in frames]
+
+        self.maybe_free_model_hooks()
+        gflops_per_video = total_flops / 1e9 / batch_size
+        if not return_dict:
+            return frames, gflops_per_video
+        return MGNTVideoPipelineOutput(frames=frames, gflops_per_video=gflops_per_video, widths=widths_run,
+                                       full_passes=full_passes, num_context_frames=num_context_frames)
+
+    # ---------------------------------------------------------------- publishing
+
+    def create_model_card(self, repo_id: str | None = None, license: str = "mit", metrics: dict | None = None,
+                          datasets: list[str] | None = None) -> ModelCard:
+        """The model card (README.md with YAML front matter) of a video pipeline, from `VIDEO_MODEL_CARD_TEMPLATE`.
+
+        Args: as [`MGNTPipeline.create_model_card`]. The Hub has no pipeline tag for class-conditional video
+        generation or frame prediction, so none is set; the tags say what the model does.
+        """
+        config = self.transformer.config
+        card_data = ModelCardData(
+            library_name="mgnt_hf",
+            license=license,
+            tags=["mgnt_hf", "magnets", "maskgit", "video-generation", "frame-prediction",
+                  "class-conditional-video-generation", "nested-transformer"],
+            datasets=datasets,
+        )
+        id2label = config.id2label if len(config.id2label or {}) == config.num_classes else None
+        return ModelCard.from_template(
+            card_data,
+            template_str=VIDEO_MODEL_CARD_TEMPLATE,
+            repo_id=repo_id or "path/to/pipeline",
+            transformer=config,
+            num_parameters=sum(p.numel() for p in self.transformer.parameters()),
+            vqvae=None if self.vqvae is None else self.vqvae.config,
+            scheduler=dict(self.scheduler.config),
+            example_labels=list(sorted(self.labels)[:2]) if id2label else [0, 1][:config.num_classes],
+            id2label=id2label,
+            metrics=metrics,
+            license=license,
+        )
+
+
+def export_to_video(frames, output_path: str | os.PathLike, fps: int = 8) -> str:
+    """Write one video of a pipeline output to `output_path` (`.mp4` through PyAV or `.gif` through PIL, by
+    `mgnt_hf.video_io.write_video`); return the path.
+
+    Args:
+        frames: one video: `np.ndarray` `[T, H, W, C]` or `[T, H, W]` in [0, 1] (`out.frames[i]` of
+            `output_type="np"`; uint8 in [0, 255] also accepted), `torch.Tensor` `[T, C, H, W]` in [0, 1]
+            (`output_type="pt"`), or a list of PIL frames (`output_type="pil"`).
+        output_path: the file to write; its suffix picks the format.
+        fps (`int`): frames per second.
+    """
+    if isinstance(frames, torch.Tensor):
+        if frames.dim() != 4:
+            raise ValueError(f"a torch video must be [T, C, H, W] in [0, 1], got {list(frames.shape)}")
+        frames = frames.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+    elif isinstance(frames, (list, tuple)):
+        if not frames or not all(isinstance(frame, PIL.Image.Image) for frame in frames):
+            raise ValueError("a list video must be a non-empty list of PIL frames")
+        if len({(frame.mode, frame.size) for frame in frames}) != 1:
+            raise ValueError(f"PIL frames must share mode and size, got "
+                             f"{sorted({(frame.mode, frame.size) for frame in frames})}")
+        frames = np.stack([np.asarray(frame) for frame in frames])
+    elif not isinstance(frames, np.ndarray):
+        raise ValueError(f"frames must be a numpy array [T, H, W, C], a torch tensor [T, C, H, W] or a list of PIL "
+                         f"frames, got {type(frames).__name__}")
+    if frames.ndim not in (3, 4) or frames.shape[0] == 0:
+        raise ValueError(f"frames must be one video [T, H, W, C] or [T, H, W], got shape {list(frames.shape)}")
+    if frames.dtype != np.uint8:
+        if not np.issubdtype(frames.dtype, np.floating):
+            raise ValueError(f"frames must be floats in [0, 1] or uint8, got dtype {frames.dtype}")
+        if not np.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
+            raise ValueError(f"float frames must be in [0, 1], got values in [{np.nanmin(frames):g}, "
+                             f"{np.nanmax(frames):g}]")
+        frames = (frames * 255).round().astype(np.uint8)
+    write_video(frames, output_path, fps=fps)
+    return os.fspath(output_path)
