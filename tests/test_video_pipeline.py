@@ -200,6 +200,21 @@ def test_frames_include_the_reconstructed_context(tiny_video_pipeline):
     assert torch.equal(out.frames, reconstruction)
 
 
+def test_callback_sees_the_token_video_with_the_context_unchanged(tiny_video_pipeline):
+    context = context_of(2)
+    encoded = tiny_video_pipeline.vqvae.encode(context.permute(0, 2, 1, 3, 4) * 2 - 1)  # [2, 1, 4, 4]
+    seen = []
+
+    def record(pipe, step, timestep, callback_kwargs):
+        latents = callback_kwargs["latents"]
+        seen.append((tuple(latents.shape), torch.equal(latents[:, :1], encoded), int((latents == MASK_ID).sum())))
+        return {}
+
+    tiny_video_pipeline(context_frames=context, generator=seeded(), output_type="latent", callback_on_step_end=record)
+    assert [entry[:2] for entry in seen] == [((2, 2, 4, 4), True)] * 12
+    assert seen[0][2] > 0 and seen[-1][2] == 0
+
+
 # ---------------------------------------------------------------- cache and generators
 
 
