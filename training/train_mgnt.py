@@ -12,6 +12,17 @@ cross-entropy with nested joint training (`mgnt_hf.nested_training`): every widt
 ground truth, smaller widths also distil the full width's predictions. The output folder ends up
 holding `checkpoint-<step>/` folders (atomic, resumable) and the final pipeline
 (`MGNTPipeline.from_pretrained(output_dir)`), with the EMA weights under `--use_ema`.
+
+Video: with a video tokenizer (`config.num_frames` set) the data are videos (`mgnt_hf.video_io`: a
+save_to_disk folder, a Hub dataset, or class folders of video files / frame folders), the token grid
+is `(num_frames / ft, h, w)`, and the saved pipeline is an `MGNTVideoPipeline`. `--context_frames K`
+trains frame prediction: the tokens of the first K frames are given (never masked) in a fraction
+`--context_probability` of the examples, the rest are class-conditional generation, so one model
+does both (`pipe(labels)` and `pipe(labels or None, context_frames=...)`):
+
+    accelerate launch training/train_mgnt.py --vqvae_name_or_path runs/tokenizer-mfm \
+        --dataset_name data/moving-fashion-mnist --transformer_config training/configs/mgnt-moving-fashion-mnist.json \
+        --context_frames 4 --context_probability 0.5 --output_dir runs/mgnt-mfm ...
 """
 
 from __future__ import annotations
@@ -33,7 +44,7 @@ from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mgnt_hf import MGNTConfig, MGNTPipeline, MGNTScheduler, MGNTTransformer, MGNTVQModel
+from mgnt_hf import MGNTConfig, MGNTPipeline, MGNTScheduler, MGNTTransformer, MGNTVideoPipeline, MGNTVQModel
 from mgnt_hf.configuration_mgnt import PRESETS, preset_config
 from mgnt_hf.data import ImageTransform, RESIZE_MODES, check_images, decode_image, id2label_from_dataset, \
     load_image_dataset, resolve_columns
@@ -41,6 +52,7 @@ from mgnt_hf.masking import MASK_SCHEDULES
 from mgnt_hf.scheduling_mgnt import DEFAULT_WIDTH_SCHEDULE, WIDTH_SCHEDULE_PRESETS
 from mgnt_hf.nested_training import DISTILL_FROM, WIDTHS_PER_STEP, MGNTNestedTrainingObjective
 from mgnt_hf.token_cache import LABEL_COLUMN, TOKENS_COLUMN, tokenize_dataset
+from mgnt_hf.video_io import VideoTransform, check_videos, load_video_dataset, resolve_video_columns
 from mgnt_hf.training_utils import EMAModel, StopSignalGuard, check_finite_losses, remove_incomplete_checkpoints, \
     resolve_resume_checkpoint, resume_position, save_checkpoint, epoch_dataloader, steps_per_epoch
 
@@ -56,6 +68,12 @@ def parse_args(argv=None):
     data.add_argument("--dataset_config_name", default=None)
     data.add_argument("--train_data_dir", default=None, help="image folder with one subfolder per class")
     data.add_argument("--image_column", default=None, help="image column (default: 'image' or the only image column)")
+    data.add_argument("--video_column", default=None, help="video data: the video column (default: 'video')")
+    data.add_argument("--num_frames", type=int, default=None,
+                      help="video data: frames per clip (default: the tokenizer's num_frames); fixes the token grid")
+    data.add_argument("--frame_stride", type=int, default=1, help="video data: keep every k-th frame")
+    data.add_argument("--clip_start", choices=["start", "center"], default="start",
+                      help="video data: where clips are cut from longer videos")
     data.add_argument("--label_column", default="label")
     data.add_argument("--resolution", type=int, default=None,
                       help="image size fed to the tokenizer (default: the tokenizer's config.resolution)")
@@ -83,6 +101,12 @@ def parse_args(argv=None):
     objective.add_argument("--distill_from", default="full", choices=DISTILL_FROM)
     objective.add_argument("--widths_per_step", default="all", choices=WIDTHS_PER_STEP)
     objective.add_argument("--label_smoothing", type=float, default=0.1)
+    objective.add_argument("--context_frames", type=int, default=0,
+                           help="video: frame prediction training, the first K frames' tokens are given (never "
+                                "masked); K a multiple of the tokenizer's temporal_downsample_factor, < num_frames")
+    objective.add_argument("--context_probability", type=float, default=1.0,
+                           help="with --context_frames: fraction of examples that get the context (the others are "
+                                "class-conditional generation)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--output_dir", required=True)
@@ -150,14 +174,44 @@ def parse_args(argv=None):
         parser.error(f"--max_train_steps must be >= 1, got {args.max_train_steps}")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id")
+    if args.context_frames < 0:
+        parser.error(f"--context_frames must be >= 0, got {args.context_frames}")
+    if not 0.0 <= args.context_probability <= 1.0:
+        parser.error(f"--context_probability must be in [0, 1], got {args.context_probability}")
+    if args.num_frames is not None and args.num_frames < 1:
+        parser.error(f"--num_frames must be >= 1, got {args.num_frames}")
     return args
 
 
-def load_vqvae(name_or_path: str) -> MGNTVQModel:
-    """A tokenizer folder, a pipeline folder (its `vqvae/`), or a Hub id."""
+def load_vqvae(name_or_path: str, num_frames: int | None = None) -> MGNTVQModel:
+    """A tokenizer folder, a pipeline folder (its `vqvae/`), or a Hub id. `num_frames` sets a video tokenizer's
+    clip length (it is fully convolutional in time; the clip length fixes the transformer's token grid)."""
     if os.path.isfile(os.path.join(name_or_path, "vqvae", "config.json")):
-        return MGNTVQModel.from_pretrained(name_or_path, subfolder="vqvae")
-    return MGNTVQModel.from_pretrained(name_or_path)
+        vqvae = MGNTVQModel.from_pretrained(name_or_path, subfolder="vqvae")
+    else:
+        vqvae = MGNTVQModel.from_pretrained(name_or_path)
+    if num_frames is not None:
+        if not vqvae.config.is_video:
+            raise ValueError(f"--num_frames {num_frames} needs a video tokenizer; {name_or_path} is an image tokenizer")
+        vqvae.config.num_frames = num_frames
+        vqvae.config._validate_vq_fields()
+    return vqvae
+
+
+def check_context_frames(args, vqvae: MGNTVQModel) -> int:
+    """Context tokens per example for `--context_frames` (0 without); ValueError naming the allowed values."""
+    if args.context_frames == 0:
+        return 0
+    config = vqvae.config
+    if not config.is_video:
+        raise ValueError(f"--context_frames {args.context_frames} needs video data and a video tokenizer")
+    factor = config.temporal_downsample_factor
+    if args.context_frames % factor or args.context_frames >= config.num_frames:
+        raise ValueError(f"--context_frames {args.context_frames} must be a multiple of {factor} "
+                         f"(temporal_downsample_factor) below num_frames={config.num_frames}; allowed: "
+                         f"{list(range(factor, config.num_frames, factor))}")
+    _, height, width = config.token_grid
+    return args.context_frames // factor * height * width
 
 
 def build_transformer(args, vqvae: MGNTVQModel, id2label: dict[int, str]) -> MGNTTransformer:
@@ -198,8 +252,15 @@ def build_transformer(args, vqvae: MGNTVQModel, id2label: dict[int, str]) -> MGN
     return transformer
 
 
-def load_training_images(args):
-    """The training split, its image and label columns and `id2label`; bad columns fail here."""
+def load_training_images(args, video: bool = False):
+    """The training split, its image (or video) and label columns and `id2label`; bad columns fail here."""
+    if video:
+        dataset = load_video_dataset(dataset_name=args.dataset_name, train_data_dir=args.train_data_dir, split="train",
+                                     dataset_config_name=args.dataset_config_name, cache_dir=args.cache_dir,
+                                     video_column=args.video_column)
+        video_column, label_column = resolve_video_columns(dataset, args.video_column, args.label_column,
+                                                           require_label=True)
+        return dataset, video_column, label_column, id2label_from_dataset(dataset, label_column)
     dataset = load_image_dataset(dataset_name=args.dataset_name, train_data_dir=args.train_data_dir,
                                  split="train", dataset_config_name=args.dataset_config_name, cache_dir=args.cache_dir)
     image_column, label_column = resolve_columns(dataset, args.image_column, args.label_column, require_label=True)
@@ -210,10 +271,26 @@ def tokenize_training_images(args, accelerator: Accelerator, vqvae: MGNTVQModel,
                              label_column: str):
     """Token grids of the training images (the main process checks and encodes on a cache miss; the
     others then read its cache). Bad images fail here, before training."""
+    cache_dir = args.token_cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "token-cache")
+    if vqvae.config.is_video:
+        config = vqvae.config
+        transform = VideoTransform(num_frames=config.num_frames, num_channels=config.num_channels,
+                                   resolution=args.resolution or config.resolution, resize_mode=args.resize_mode,
+                                   frame_stride=args.frame_stride, clip_start=args.clip_start)
+        with accelerator.main_process_first():
+            return tokenize_dataset(
+                dataset, vqvae, transform, cache_dir,
+                preprocessing={"video": True, "num_frames": transform.num_frames,
+                               "resolution": list(transform.resolution), "num_channels": transform.num_channels,
+                               "resize_mode": transform.resize_mode, "frame_stride": transform.frame_stride,
+                               "clip_start": transform.clip_start, "skip_bad_videos": args.skip_bad_images},
+                image_column=image_column, label_column=label_column, flip=args.random_flip,
+                prepare=lambda rows: check_videos(rows, image_column, transform, skip_bad_videos=args.skip_bad_images),
+                device=accelerator.device, show_progress=accelerator.is_local_main_process,
+                batch_size=32)
     resolution = args.resolution or vqvae.config.resolution
     transform = ImageTransform(num_channels=vqvae.config.num_channels, resolution=resolution,
                                resize_mode=args.resize_mode)
-    cache_dir = args.token_cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "token-cache")
     with accelerator.main_process_first():
         return tokenize_dataset(
             dataset, vqvae, lambda value: transform(decode_image(value)), cache_dir,
@@ -237,11 +314,41 @@ def collate_tokens(rows: list[dict]) -> dict[str, torch.Tensor]:
             "class_labels": torch.stack([row[LABEL_COLUMN] for row in rows]).long()}
 
 
+def make_pipeline(transformer: MGNTTransformer, vqvae: MGNTVQModel, scheduler: MGNTScheduler):
+    """`MGNTVideoPipeline` for a video tokenizer, else `MGNTPipeline`."""
+    if vqvae.config.is_video:
+        return MGNTVideoPipeline(transformer=transformer, vqvae=vqvae, scheduler=scheduler)
+    return MGNTPipeline(transformer=transformer, vqvae=vqvae, scheduler=scheduler)
+
+
+@torch.no_grad()
+def log_video_validation(accelerator, transformer, vqvae, id2label, args, step):
+    """A frame grid: one video per class (rows), frames left to right, MaskGIT baseline then MaGNeTS schedule."""
+    from PIL import Image
+
+    pipeline = make_pipeline(transformer, vqvae, make_scheduler(args, transformer))
+    pipeline.set_progress_bar_config(disable=True)
+    labels = list(range(min(args.validation_num_classes, len(id2label))))
+    blocks = []
+    for schedule in ([[1.0, 12]], None):
+        generator = torch.Generator(device="cpu").manual_seed(args.seed)
+        frames = pipeline(labels, guidance_scale=args.validation_guidance_scale, generator=generator,
+                          width_schedule=schedule, output_type="np").frames  # [B, T, H, W, C]
+        blocks.append(np.concatenate([np.concatenate(list(video), axis=1) for video in frames], axis=0))
+    grid = (np.concatenate(blocks, axis=0) * 255).round().astype(np.uint8)
+    folder = Path(args.output_dir) / "validation"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(folder / f"step-{step:07d}.png")
+    transformer.train()
+
+
 @torch.no_grad()
 def log_validation(accelerator, transformer, vqvae, id2label, args, step):
     """A grid: one image per class, rows = MaskGIT baseline and the default MaGNeTS schedule."""
     from PIL import Image
 
+    if vqvae.config.is_video:
+        return log_video_validation(accelerator, transformer, vqvae, id2label, args, step)
     pipeline = MGNTPipeline(transformer=transformer, vqvae=vqvae, scheduler=make_scheduler(args, transformer))
     pipeline.set_progress_bar_config(disable=True)
     labels = list(range(min(args.validation_num_classes, len(id2label))))
@@ -288,8 +395,9 @@ def main(argv=None):
         os.makedirs(args.output_dir, exist_ok=True)
         remove_incomplete_checkpoints(args.output_dir)
 
-    vqvae = load_vqvae(args.vqvae_name_or_path).to(accelerator.device).eval().requires_grad_(False)
-    dataset, image_column, label_column, id2label = load_training_images(args)
+    vqvae = load_vqvae(args.vqvae_name_or_path, args.num_frames).to(accelerator.device).eval().requires_grad_(False)
+    num_context_tokens = check_context_frames(args, vqvae)
+    dataset, image_column, label_column, id2label = load_training_images(args, video=vqvae.config.is_video)
     transformer = build_transformer(args, vqvae, id2label)
     make_scheduler(args, transformer)  # a schedule the model cannot run fails now, not after training
     tokens = tokenize_training_images(args, accelerator, vqvae, dataset, image_column, label_column)
@@ -368,8 +476,14 @@ def main(argv=None):
                 draw_generator.manual_seed(int(np.random.SeedSequence(
                     [args.seed, accelerator.process_index, micro_step]).generate_state(1)[0]))
                 accumulated += 1
+                context = None
+                if num_context_tokens:
+                    given = torch.rand(batch["token_ids"].shape[0], device=draw_generator.device,
+                                       generator=draw_generator) < args.context_probability
+                    context = (given.long() * num_context_tokens).to(batch["token_ids"].device)
                 with accelerator.accumulate(objective):
-                    output = objective(batch["token_ids"], batch["class_labels"], generator=draw_generator)
+                    output = objective(batch["token_ids"], batch["class_labels"], generator=draw_generator,
+                                       num_context_tokens=context)
                     check_finite_losses({"loss": output.loss}, global_step, accelerator)
                     accelerator.backward(output.loss)
                     if accelerator.sync_gradients and args.max_grad_norm > 0:
@@ -430,8 +544,7 @@ def main(argv=None):
         if ema is not None:
             transformer_to_save = MGNTTransformer(unwrapped.config)
             ema.copy_to(transformer_to_save.parameters())
-        pipeline = MGNTPipeline(transformer=transformer_to_save.eval(), vqvae=vqvae.cpu(),
-                                scheduler=make_scheduler(args, transformer_to_save))
+        pipeline = make_pipeline(transformer_to_save.eval(), vqvae.cpu(), make_scheduler(args, transformer_to_save))
         pipeline.save_pretrained(args.output_dir)
         accelerator.print(f"saved the pipeline to {args.output_dir}")
         if args.push_to_hub:

@@ -1,4 +1,4 @@
-"""Train the MaGNeTS VQ image tokenizer (`MGNTVQModel`) with accelerate.
+"""Train the MaGNeTS VQ image or video tokenizer (`MGNTVQModel`) with accelerate.
 
 Any number of processes/GPUs, mixed precision through accelerate:
 
@@ -7,6 +7,16 @@ Any number of processes/GPUs, mixed precision through accelerate:
         --dataset_name data/fashion-mnist --vq_config fashion-mnist --resize_mode pad \
         --output_dir runs/tokenizer-fmnist --train_batch_size 64 --learning_rate 2e-4 \
         --max_train_steps 2000 --checkpointing_steps 500 --validation_steps 500
+
+Video tokenizers (a config with `num_frames`, e.g. `--vq_config moving-fashion-mnist`) train the same way
+on video datasets (`mgnt_hf.video_io.load_video_dataset`: a save_to_disk folder, a Hub dataset, or
+class folders of video files / frame folders); clips of `--num_frames` frames (default: the config's)
+are cut deterministically (`--clip_start`, `--frame_stride`):
+
+    python training/prepare_moving_fashion_mnist.py --output_dir data/moving-fashion-mnist
+    accelerate launch --num_processes 1 --cpu --mixed_precision bf16 training/train_tokenizer.py \
+        --dataset_name data/moving-fashion-mnist --vq_config moving-fashion-mnist \
+        --output_dir runs/tokenizer-mfm --train_batch_size 8 --learning_rate 1e-3 --max_train_steps 1500
 
 Loss per step: reconstruction (`--reconstruction_loss l1|l2`) + codebook loss + commitment_weight x
 commitment loss (+ `--adversarial_weight` x hinge PatchGAN generator loss from
@@ -57,6 +67,8 @@ from mgnt_hf.data import (
     resolve_columns,
     with_image_transform,
 )
+from mgnt_hf.modeling_vq import frames_to_batch
+from mgnt_hf.video_io import VideoTransform, check_videos, load_video_dataset, resolve_video_columns, with_video_transform
 from mgnt_hf.training_utils import (
     StopSignalGuard,
     check_finite_losses,
@@ -84,6 +96,13 @@ def parse_args(argv=None):
                       help="split for reconstructions and the final evaluation; 'auto': 'test' or 'validation' "
                            "if the dataset has one, else the training data; 'none': skip")
     data.add_argument("--image_column", default=None, help="default: 'image', or the only Image column")
+    data.add_argument("--video_column", default=None, help="video tokenizers: default 'video'")
+    data.add_argument("--num_frames", type=int, default=None,
+                      help="video tokenizers: frames per training clip (default: the config's num_frames, which "
+                           "this also sets)")
+    data.add_argument("--frame_stride", type=int, default=1, help="video tokenizers: keep every k-th frame")
+    data.add_argument("--clip_start", choices=["start", "center"], default="start",
+                      help="video tokenizers: where the clip is cut from longer videos")
     data.add_argument("--cache_dir", default=None)
     data.add_argument("--resolution", type=int, nargs="+", default=None,
                       help="H [W]; overrides the tokenizer config's resolution")
@@ -152,6 +171,8 @@ def parse_args(argv=None):
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.max_train_steps is not None and args.max_train_steps < 1:
         parser.error(f"--max_train_steps must be >= 1, got {args.max_train_steps}")
+    if args.num_frames is not None and args.num_frames < 1:
+        parser.error(f"--num_frames must be >= 1, got {args.num_frames}")
     if args.resolution is not None and len(args.resolution) not in (1, 2):
         parser.error(f"--resolution takes H or H W, got {args.resolution}")
     if args.push_to_hub and not args.hub_model_id:
@@ -159,17 +180,26 @@ def parse_args(argv=None):
     return args
 
 
-def load_vq_config(spec: str, resolution: list[int] | None) -> MGNTVQConfig:
-    """A preset name or a JSON file of `MGNTVQConfig` fields; `resolution` (H [W]) overrides the config's."""
+def load_vq_config(spec: str, resolution: list[int] | None, num_frames: int | None = None) -> MGNTVQConfig:
+    """A preset name or a JSON file of `MGNTVQConfig` fields; `resolution` (H [W]) and `num_frames` override the
+    config's (`num_frames` only for video configs: it does not turn an image tokenizer into a video one)."""
     overrides = {}
     if resolution is not None:
         overrides["resolution"] = tuple(resolution) if len(resolution) == 2 else resolution[0]
+    if num_frames is not None:
+        overrides["num_frames"] = num_frames
     if spec in VQ_PRESETS:
+        if num_frames is not None and VQ_PRESETS[spec].get("num_frames") is None:
+            raise ValueError(f"--num_frames {num_frames} given but --vq_config {spec!r} is an image tokenizer preset; "
+                             f"video presets: {sorted(k for k, v in VQ_PRESETS.items() if v.get('num_frames'))}")
         return MGNTVQConfig.from_preset(spec, **overrides)
     if not os.path.isfile(spec):
         raise ValueError(f"--vq_config {spec!r} is neither a preset {sorted(VQ_PRESETS)} nor a JSON file")
     fields = json.loads(Path(spec).read_text())
     fields.pop("model_type", None)
+    if num_frames is not None and fields.get("num_frames") is None:
+        raise ValueError(f"--num_frames {num_frames} given but --vq_config {spec} is an image tokenizer "
+                         "(set num_frames in the config to make a video tokenizer)")
     return MGNTVQConfig(**{**fields, **overrides})
 
 
@@ -192,11 +222,69 @@ class PatchDiscriminator(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.layers(pixel_values)  # [B, 1, h', w'] logits
+        if pixel_values.dim() == 5:  # video: judge every frame
+            pixel_values = frames_to_batch(pixel_values)
+        return self.layers(pixel_values)  # [B(*T), 1, h', w'] logits
+
+
+class RandomClipFlip:
+    """A video transform followed by a horizontal flip of the whole clip with probability 1/2."""
+
+    def __init__(self, transform: VideoTransform):
+        self.transform = transform
+
+    def __call__(self, value) -> torch.Tensor:
+        clip = self.transform(value)
+        return clip.flip(-1) if torch.rand(()) < 0.5 else clip
+
+
+def build_video_datasets(args, config: MGNTVQConfig):
+    """Training and validation video datasets with the clip transform; bad videos found before training."""
+    load = dict(dataset_config_name=args.dataset_config_name, cache_dir=args.cache_dir,
+                video_column=args.video_column)
+    train = load_video_dataset(args.dataset_name, args.train_data_dir, split=args.train_split, **load)
+    video_column, _ = resolve_video_columns(train, args.video_column)
+    if args.max_train_samples is not None:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    validation = None
+    if args.validation_split != "none":
+        if args.validation_split == "auto":
+            for candidate in ("test", "validation") if args.dataset_name is not None else ():
+                try:
+                    validation = load_video_dataset(args.dataset_name, split=candidate, **load)
+                    break
+                except ValueError:
+                    continue
+        else:
+            validation = load_video_dataset(args.dataset_name, args.train_data_dir, split=args.validation_split,
+                                            **load)
+        if validation is None:
+            validation = train
+        if args.max_eval_samples is not None:
+            validation = validation.select(range(min(args.max_eval_samples, len(validation))))
+    transform = VideoTransform(num_frames=config.num_frames, num_channels=config.num_channels,
+                               resolution=config.resolution, resize_mode=args.resize_mode,
+                               frame_stride=args.frame_stride, clip_start=args.clip_start)
+    eval_mode = "center_crop" if args.resize_mode == "random_crop" else args.resize_mode
+    eval_transform = VideoTransform(num_frames=config.num_frames, num_channels=config.num_channels,
+                                    resolution=config.resolution, resize_mode=eval_mode,
+                                    frame_stride=args.frame_stride, clip_start=args.clip_start)
+    if not args.skip_image_check:
+        num_proc = args.dataloader_num_workers if args.dataloader_num_workers > 1 else None
+        train = check_videos(train, video_column, transform, skip_bad_videos=args.skip_bad_images, num_proc=num_proc)
+        if validation is not None:
+            validation = check_videos(validation, video_column, eval_transform,
+                                      skip_bad_videos=args.skip_bad_images, num_proc=num_proc)
+    train = with_video_transform(train, RandomClipFlip(transform) if args.random_flip else transform, video_column)
+    if validation is not None:
+        validation = with_video_transform(validation, eval_transform, video_column)
+    return train, validation
 
 
 def build_datasets(args, config: MGNTVQConfig):
     """Training and validation datasets with the image transform; bad images found before training."""
+    if config.is_video:
+        return build_video_datasets(args, config)
     train = load_image_dataset(args.dataset_name, args.train_data_dir, split=args.train_split,
                                dataset_config_name=args.dataset_config_name, cache_dir=args.cache_dir)
     image_column, _ = resolve_columns(train, args.image_column)
@@ -241,7 +329,11 @@ def build_datasets(args, config: MGNTVQConfig):
 
 
 def to_uint8_grid(originals: torch.Tensor, reconstructions: torch.Tensor) -> np.ndarray:
-    """`[N, C, H, W]` x 2 in [-1, 1] -> `[2H, N*W, 3]` uint8: originals above reconstructions."""
+    """`[N, C, H, W]` x 2 in [-1, 1] -> `[2H, N*W, 3]` uint8: originals above reconstructions. Videos
+    `[N, C, T, H, W]`: one pair of rows (original, reconstruction) per video, frames left to right."""
+    if originals.dim() == 5:
+        return np.concatenate([to_uint8_grid(frames_to_batch(original[None]), frames_to_batch(reconstruction[None]))
+                               for original, reconstruction in zip(originals, reconstructions)], axis=0)
     rows = []
     for images in (originals, reconstructions):
         images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
@@ -321,10 +413,11 @@ def main(argv=None):
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed, device_specific=True)  # device_specific: replicas draw different dead-code picks, flips
 
-    config = load_vq_config(args.vq_config, args.resolution)
+    config = load_vq_config(args.vq_config, args.resolution, args.num_frames)
     train_dataset, validation_dataset = build_datasets(args, config)
     logger.info(f"tokenizer: {config.num_channels} channels at {config.resolution}, f={config.downsample_factor}, "
-                f"token grid {config.token_grid}, {config.codebook_size} codes; {len(train_dataset)} training images")
+                f"token grid {config.token_grid}, {config.codebook_size} codes; {len(train_dataset)} training "
+                f"{'videos' if config.is_video else 'images'}")
 
     model = MGNTVQModel(config)
     if args.gradient_checkpointing:
