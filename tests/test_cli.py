@@ -63,7 +63,7 @@ def test_bad_arguments_give_one_line_errors(saved_pipeline, tmp_path, capsys, ar
 
 
 def test_without_a_pipeline_or_the_default_model_it_says_so(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli, "default_pipeline_candidates", lambda: [tmp_path / "missing"])
+    monkeypatch.setattr(cli, "default_pipeline_candidates", lambda name="": [tmp_path / "missing"])
     status = cli.main(["generate", "--output", str(tmp_path / "grid.png")])
     error = capsys.readouterr().err
     assert status == 2
@@ -78,3 +78,43 @@ def test_the_mgnt_console_script_runs_main_and_fails_cleanly(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "no MGNTPipeline folder at" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def saved_video_pipeline(tiny_video_pipeline, tmp_path):
+    folder = tmp_path / "tiny-video-pipeline"
+    tiny_video_pipeline.save_pretrained(folder)
+    return folder
+
+
+def test_generate_video_writes_a_tiled_gif(saved_video_pipeline, tmp_path, capsys):
+    output = tmp_path / "videos.gif"
+    status = cli.main(["generate-video", str(saved_video_pipeline), "--labels", "0", "trouser",
+                       "--videos-per-label", "2", "--output", str(output)])
+    assert status == 0
+    gif = Image.open(output)
+    assert gif.n_frames >= 1  # PIL merges identical consecutive frames; random weights may repeat frames
+    # 2 rows (labels) x 2 columns (videos) of 16x16 frames with 2 px gaps
+    assert gif.size == (2 * (16 + 2), 2 * (16 + 2))
+    printed = capsys.readouterr().out
+    assert "4 videos of 4 frames" in printed and "GFLOPs/video" in printed
+
+
+def test_generate_video_predicts_from_a_context_video(saved_video_pipeline, tmp_path, capsys):
+    import numpy as np
+
+    from mgnt_hf.video_io import write_video
+
+    context = tmp_path / "context.mkv"  # lossless, keeps grayscale
+    frames = np.zeros((4, 16, 16, 1), dtype=np.uint8)
+    frames[:, 4:8, 4:8] = 255
+    write_video(frames, context)
+    status = cli.main(["generate-video", str(saved_video_pipeline), "--labels", "none", "--context-video",
+                       str(context), "--context-frames", "2", "--output", str(tmp_path / "predicted.mkv")])
+    assert status == 0
+    assert "(2 given)" in capsys.readouterr().out
+    status = cli.main(["generate-video", str(saved_video_pipeline), "--context-video", str(context),
+                       "--context-frames", "3", "--output", str(tmp_path / "bad.gif")])
+    assert status == 2
+    assert "multiple of 2" in capsys.readouterr().err
+    assert cli.main(["generate-video", str(saved_video_pipeline), "--context-frames", "2"]) == 2

@@ -2,6 +2,8 @@
 
     mgnt generate [PIPELINE] --labels all --num-images-per-label 4 --output grid.png
     mgnt evaluate [PIPELINE] --samples-per-class 100 --output-dir quality
+    mgnt generate-video [PIPELINE] --labels all --output videos.gif
+    mgnt generate-video [PIPELINE] --context-video clip.mp4 --context-frames 4 --output predicted.gif
 
 Subcommands register themselves in `SUBCOMMANDS` (a name -> function that adds its parser); each parser sets
 `handler`, a function of the parsed arguments that returns the exit status. Errors a user can fix
@@ -18,25 +20,26 @@ import time
 from pathlib import Path
 
 DEFAULT_PIPELINE_NAME = "mgnt-fashion-mnist"
+DEFAULT_VIDEO_PIPELINE_NAME = "mgnt-moving-fashion-mnist"
 
 
-def default_pipeline_candidates() -> list[Path]:
-    """Where the shipped default pipeline may be: the repo checkout's `pipelines/`, then package data."""
-    checkout = Path(__file__).resolve().parents[2] / "pipelines" / DEFAULT_PIPELINE_NAME
-    packaged = Path(str(importlib.resources.files("mgnt_hf"))) / "pipelines" / DEFAULT_PIPELINE_NAME
+def default_pipeline_candidates(name: str = DEFAULT_PIPELINE_NAME) -> list[Path]:
+    """Where a shipped pipeline may be: the repo checkout's `pipelines/`, then package data."""
+    checkout = Path(__file__).resolve().parents[2] / "pipelines" / name
+    packaged = Path(str(importlib.resources.files("mgnt_hf"))) / "pipelines" / name
     return [checkout, packaged]
 
 
-def resolve_pipeline(pipeline: str | None) -> str:
-    """The folder or Hub repo id to load: the given one, or the first default candidate that exists."""
+def resolve_pipeline(pipeline: str | None, default_name: str = DEFAULT_PIPELINE_NAME) -> str:
+    """The folder or Hub repo id to load: the given one, or the first candidate of the shipped one that exists."""
     if pipeline is not None:
         return pipeline
-    candidates = default_pipeline_candidates()
+    candidates = default_pipeline_candidates(default_name)
     for candidate in candidates:
         if (candidate / "model_index.json").is_file():
             return str(candidate)
     raise OSError(
-        f"no PIPELINE given and the default pipeline '{DEFAULT_PIPELINE_NAME}' is not available (looked in "
+        f"no PIPELINE given and the default pipeline '{default_name}' is not available (looked in "
         f"{', '.join(str(c) for c in candidates)}); pass a saved pipeline folder or a Hub repo id"
     )
 
@@ -221,7 +224,103 @@ def add_evaluate_parser(subparsers) -> None:
     parser.set_defaults(handler=evaluate)
 
 
-SUBCOMMANDS = {"generate": add_generate_parser, "evaluate": add_evaluate_parser}
+def tile_videos(videos, columns: int, padding: int = 2):
+    """uint8 `[B, T, H, W, C]` -> `[T, rows * (H + padding), columns * (W + padding), C]`: every frame of the
+    result shows frame t of each video, videos left to right then top to bottom (white gaps)."""
+    import numpy as np
+
+    count, frames, height, width, channels = videos.shape
+    rows = -(-count // columns)
+    tiled = np.full((frames, rows * (height + padding), columns * (width + padding), channels), 255, dtype=np.uint8)
+    for index, video in enumerate(videos):
+        top, left = (index // columns) * (height + padding), (index % columns) * (width + padding)
+        tiled[:, top:top + height, left:left + width] = video
+    return tiled
+
+
+def generate_video(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .pipeline_mgnt_video import MGNTVideoPipeline
+    from .video_io import decode_video, write_video
+
+    if args.videos_per_label < 1:
+        raise ValueError(f"--videos-per-label must be a positive integer, got {args.videos_per_label}")
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = MGNTVideoPipeline.from_pretrained(resolve_pipeline(args.pipeline, DEFAULT_VIDEO_PIPELINE_NAME))
+    pipe.to(device, dtype=dtypes[args.dtype])
+    pipe.set_progress_bar_config(disable=True)
+    config = pipe.transformer.config
+    context = None
+    if args.context_video is not None:
+        if args.context_frames is None:
+            raise ValueError("--context-video needs --context-frames (how many of its first frames to keep)")
+        video = decode_video(args.context_video)  # uint8 [T, H, W, C]
+        if video.shape[0] < args.context_frames:
+            raise ValueError(f"--context-video {args.context_video} has {video.shape[0]} frames, fewer than "
+                             f"--context-frames {args.context_frames}")
+        context = video[None, :args.context_frames].astype(np.float32) / 255.0  # [1, Tc, H, W, C]
+        label_ids = None if args.labels == ["none"] else pipe.get_label_ids(parse_labels(args.labels, config.num_classes))
+    elif args.context_frames is not None:
+        raise ValueError("--context-frames needs --context-video")
+    else:
+        label_ids = pipe.get_label_ids(parse_labels(args.labels, config.num_classes))
+    num_videos = (1 if label_ids is None else len(label_ids)) * args.videos_per_label
+    generator_device = "cuda" if str(device).startswith("cuda") else "cpu"
+    generators = [torch.Generator(generator_device).manual_seed(args.seed + i) for i in range(num_videos)]
+
+    start = time.perf_counter()
+    output = pipe(label_ids, context_frames=context, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                  generator=generators, use_cache=False if args.no_cache else None,
+                  width_schedule=parse_width_schedule(args.width_schedule),
+                  num_videos_per_prompt=args.videos_per_label, output_type="np")
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    videos = (output.frames * 255).round().astype(np.uint8)  # [B, T, H, W, C]
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    write_video(tile_videos(videos, columns=args.videos_per_label if label_ids is not None and len(label_ids) > 1
+                            else min(num_videos, 8)), args.output, fps=args.fps)
+    print(f"wrote {args.output}: {num_videos} videos of {videos.shape[1]} frames"
+          + (f" ({output.num_context_frames} given)" if context is not None else "")
+          + ("" if label_ids is None or len(label_ids) == 1 else ", one row per label"))
+    print(f"widths per step: {output.widths}")
+    print(f"GFLOPs/video (transformer, both guidance branches): {output.gflops_per_video:.4f}")
+    print(f"seconds/video ({device}, {args.dtype}, incl. tokenizer): {seconds / num_videos:.4f}")
+    return 0
+
+
+def add_generate_video_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate-video", help="generate videos of classes, or predict a video's continuation",
+        description="Generate videos with an MGNTVideoPipeline (one row per label) or, with --context-video, predict "
+                    "the frames that follow its first --context-frames frames; writes a GIF or a video file whose "
+                    "frames tile all the videos.")
+    parser.add_argument("pipeline", nargs="?", default=None,
+                        help=f"saved video pipeline folder or Hub repo id (default: the shipped "
+                             f"{DEFAULT_VIDEO_PIPELINE_NAME})")
+    parser.add_argument("--labels", nargs="+", default=["all"],
+                        help="class ids and/or names, or 'all' (default); with --context-video one label or 'none'")
+    parser.add_argument("--videos-per-label", type=int, default=1)
+    parser.add_argument("--context-video", default=None, help="video file or frame folder to continue")
+    parser.add_argument("--context-frames", type=int, default=None, help="frames of --context-video to keep")
+    parser.add_argument("--steps", type=int, default=None, help="decoding steps (default: the width schedule's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale; 1 = off (default: scheduler's)")
+    parser.add_argument("--seed", type=int, default=0, help="video i uses a generator seeded seed + i")
+    parser.add_argument("--no-cache", action="store_true", help="full pass at every step (exactly MaskGIT)")
+    parser.add_argument("--width-schedule", default=None,
+                        help="JSON like '[[0.5,6],[1.0,6]]' or a preset name (maskgit, magnets, ...)")
+    parser.add_argument("--output", default="videos.gif", help=".gif, .mp4, .webm, .mkv or .avi to write")
+    parser.add_argument("--fps", type=float, default=8)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    parser.set_defaults(handler=generate_video)
+
+
+SUBCOMMANDS = {"generate": add_generate_parser, "evaluate": add_evaluate_parser,
+               "generate-video": add_generate_video_parser}
 
 
 def build_parser() -> argparse.ArgumentParser:
