@@ -33,7 +33,7 @@ def standalone_model(model, width):
     """The MGNTTransformer of hidden size `width` whose parameters are leading slices of `model`'s."""
     config = model.config
     small = MGNTTransformer(MGNTConfig(**{
-        **TINY, "hidden_size": width, "num_attention_heads": config.heads_at(width),
+        **TINY, "token_grid": config.token_grid, "hidden_size": width, "num_attention_heads": config.heads_at(width),
         "intermediate_size": config.intermediate_size_at(width), "nested_widths": (width,)}))
     shared = model.state_dict()
     sliced = {name: shared[name][tuple(slice(0, size) for size in tensor.shape)]
@@ -42,9 +42,14 @@ def standalone_model(model, width):
     return small.eval()
 
 
+# Image grid, and a video grid (t, h, w) with the same 16 tokens: nesting, cache and FLOPs do not depend on it.
+GRIDS = [(4, 4), (2, 2, 4)]
+
+
+@pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("width", TINY["nested_widths"])
-def test_every_width_is_exactly_the_standalone_model_of_its_sliced_weights(width):
-    model = tiny_model()
+def test_every_width_is_exactly_the_standalone_model_of_its_sliced_weights(width, grid):
+    model = tiny_model(token_grid=grid)
     ids, labels = random_inputs(model.config)
     nested = model(ids, labels, width=width).logits
     standalone = standalone_model(model, width)(ids, labels).logits
@@ -104,9 +109,10 @@ def test_save_pretrained_and_automodel_round_trip(tmp_path):
         assert torch.equal(auto(ids, labels, width=width).logits, reference)
 
 
+@pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("width", TINY["nested_widths"])
-def test_cached_forward_over_active_positions_equals_the_full_forward(width):
-    model = tiny_model()
+def test_cached_forward_over_active_positions_equals_the_full_forward(width, grid):
+    model = tiny_model(token_grid=grid)
     ids, labels = random_inputs(model.config)
     cache = model.new_cache(batch_size=3)
     full = model(ids, labels, width=width, cache=cache).logits
@@ -172,9 +178,10 @@ def counted_flops(fn):
     return counter.get_total_flops()
 
 
+@pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("width", TINY["nested_widths"])
-def test_analytic_flops_match_torch_for_full_and_cached_forwards(width):
-    model = tiny_model()
+def test_analytic_flops_match_torch_for_full_and_cached_forwards(width, grid):
+    model = tiny_model(token_grid=grid)
     config = model.config
     ids, labels = random_inputs(config, batch=2)
     cache = model.new_cache(batch_size=2)
