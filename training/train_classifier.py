@@ -9,6 +9,15 @@ numbers and the command that produced them.
     python training/train_classifier.py --output-dir pipelines/fashion-mnist-classifier \
         --epochs 12 --mixed-precision bf16 --num-threads 2
 
+With `--moving-fashion-mnist DIR` (a `save_to_disk` folder of `mgnt_hf.moving_fashion_mnist`, see
+`training/prepare_moving_fashion_mnist.py`) it trains the per-frame classifier of the video metrics
+(`mgnt_hf.video_quality`) instead: `--frames-per-video` evenly spaced frames of each training video,
+labelled with the video's `label` (the class of its full-intensity item), the same flips and shifts,
+and test accuracy over every frame of every test video:
+
+    python training/train_classifier.py --moving-fashion-mnist data/moving-fashion-mnist \
+        --output-dir pipelines/moving-fashion-mnist-frame-classifier --frames-per-video 4 --epochs 3
+
 Runs on whatever `accelerate` picks (CPU here; `accelerate launch` for GPUs). bf16 autocast on a
 CPU with AMX roughly halves the step time of this CNN; evaluation always runs in float32.
 """
@@ -23,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -36,11 +46,21 @@ from mgnt_hf.evaluation import (
     classifier_outputs,
     fashion_mnist_pixels,
 )
+from mgnt_hf.video_quality import frames_to_pixels, load_video_arrays
+
+# Per-frame classifier of Moving Fashion-MNIST (64x64 frames): four stages down to 4x4, narrow at full resolution
+# where the convolutions cost most.
+DEFAULT_CONV_CHANNELS = {"fashion-mnist": [32, 64, 128], "moving-fashion-mnist": [16, 32, 64, 64]}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=FASHION_MNIST_DIR, help="folder with the Fashion-MNIST IDX gz files")
+    parser.add_argument("--moving-fashion-mnist", default=None, metavar="DIR",
+                        help="train the per-frame classifier on this Moving Fashion-MNIST save_to_disk folder "
+                             "(train/test splits) instead of Fashion-MNIST images")
+    parser.add_argument("--frames-per-video", type=int, default=4,
+                        help="with --moving-fashion-mnist: evenly spaced training frames per video (default 4)")
     parser.add_argument("--output-dir", required=True, help="where save_pretrained writes the classifier")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -49,13 +69,61 @@ def parse_args(argv=None):
     parser.add_argument("--warmup-fraction", type=float, default=0.05, help="linear warm-up share of all steps")
     parser.add_argument("--max-shift", type=int, default=2, help="largest random shift in pixels (0: none)")
     parser.add_argument("--no-flip", action="store_true", help="disable random horizontal flips")
-    parser.add_argument("--conv-channels", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--conv-channels", type=int, nargs="+", default=None,
+                        help=f"channels per stage (default {DEFAULT_CONV_CHANNELS})")
     parser.add_argument("--feature-size", type=int, default=128)
     parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
     parser.add_argument("--num-threads", type=int, default=None, help="torch intra-op threads on the CPU")
-    parser.add_argument("--limit-train", type=int, default=None, help="use only the first N training images (smoke tests)")
+    parser.add_argument("--limit-train", type=int, default=None,
+                        help="use only the first N training images (videos with --moving-fashion-mnist; smoke tests)")
+    parser.add_argument("--limit-test", type=int, default=None,
+                        help="with --moving-fashion-mnist: use only the first N test videos (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.frames_per_video < 1:
+        parser.error(f"--frames-per-video must be a positive integer, got {args.frames_per_video}")
+    for name in ("limit_train", "limit_test"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.limit_test is not None and args.moving_fashion_mnist is None:
+        parser.error("--limit-test needs --moving-fashion-mnist (the Fashion-MNIST test split is always complete)")
+    args.dataset = "fashion-mnist" if args.moving_fashion_mnist is None else "moving-fashion-mnist"
+    if args.conv_channels is None:
+        args.conv_channels = DEFAULT_CONV_CHANNELS[args.dataset]
+    return args
+
+
+def evenly_spaced_frames(num_frames: int, count: int) -> list[int]:
+    """`count` frame indices spread over `[0, num_frames - 1]`, first and last included (rounded)."""
+    if not 1 <= count <= num_frames:
+        raise ValueError(f"cannot take {count} frames per video from videos of {num_frames} frames; "
+                         f"--frames-per-video must be in [1, {num_frames}]")
+    return np.linspace(0, num_frames - 1, count).round().astype(int).tolist()
+
+
+def moving_fashion_mnist_frames(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """Training frames (`--frames-per-video` per video) and all test frames of Moving Fashion-MNIST.
+
+    Returns uint8 frames `[M, H, W, C]` with int64 labels `[M]` for train and test (each frame labelled with its
+    video's `label`), and facts for the model card. Frames stay uint8 until a batch is drawn: the float32
+    training set would take 4x the memory.
+    """
+    train_videos, train_labels = load_video_arrays(args.moving_fashion_mnist, "train", limit=args.limit_train)
+    test_videos, test_labels = load_video_arrays(args.moving_fashion_mnist, "test", limit=args.limit_test)
+    if train_labels is None or test_labels is None:
+        raise ValueError(f"{args.moving_fashion_mnist} has no 'label' column; the frame classifier needs labels")
+    indices = evenly_spaced_frames(train_videos.shape[1], args.frames_per_video)
+    train_frames = train_videos[:, indices]  # [N, K, H, W, C]
+    info = {"num_train_videos": int(train_videos.shape[0]), "num_test_videos": int(test_videos.shape[0]),
+            "train_frame_indices": indices, "frames_per_test_video": int(test_videos.shape[1]),
+            "image_size": int(train_videos.shape[2])}
+
+    def flatten(frames: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        per_video = frames.shape[1]
+        return (torch.from_numpy(frames.reshape(-1, *frames.shape[2:])),
+                torch.from_numpy(np.repeat(labels, per_video)))
+
+    return (*flatten(train_frames, train_labels), *flatten(test_videos, test_labels), info)
 
 
 def augment(pixels: torch.Tensor, max_shift: int, flip: bool) -> torch.Tensor:
@@ -80,7 +148,30 @@ def augment(pixels: torch.Tensor, max_shift: int, flip: bool) -> torch.Tensor:
 
 
 def write_model_card(output_dir: Path, results: dict) -> None:
-    card = f"""---
+    if results["dataset"] == "moving-fashion-mnist":
+        card = moving_fashion_mnist_card(results)
+    else:
+        card = fashion_mnist_card(results)
+    (output_dir / "README.md").write_text(card)
+
+
+def training_paragraph(results: dict, data: str) -> str:
+    """The card's training details, shared by both datasets."""
+    return f"""{data}, {results['epochs']} epochs, batch
+{results['batch_size']}, AdamW (peak learning rate {results['learning_rate']}, weight decay
+{results['weight_decay']}, warm-up then cosine decay), random horizontal flips and shifts of up to
+{results['max_shift']} pixels, mixed precision `{results['mixed_precision']}` on
+`{results['device']}` with {results['num_threads']} torch intra-op thread(s), seed {results['seed']}.
+Wall time: {results['train_seconds'] / 60:.1f} min training, {results['test_seconds']:.1f} s test evaluation.
+
+```bash
+{results['command']}
+```
+"""
+
+
+def fashion_mnist_card(results: dict) -> str:
+    return f"""---
 library_name: mgnt_hf
 license: mit
 datasets:
@@ -117,18 +208,63 @@ Classifier-FID values are comparable with each other, not with Inception FIDs.
 
 ## Training
 
-Fashion-MNIST train split (60,000 images, MIT licence), {results['epochs']} epochs, batch
-{results['batch_size']}, AdamW (peak learning rate {results['learning_rate']}, weight decay
-{results['weight_decay']}, warm-up then cosine decay), random horizontal flips and shifts of up to
-{results['max_shift']} pixels, mixed precision `{results['mixed_precision']}` on
-`{results['device']}` with {results['num_threads']} torch intra-op thread(s), seed {results['seed']}.
-Wall time: {results['train_seconds'] / 60:.1f} min training, {results['test_seconds']:.1f} s test evaluation.
+{training_paragraph(results, "Fashion-MNIST train split (60,000 images, MIT licence)")}"""
 
-```bash
-{results['command']}
+
+def moving_fashion_mnist_card(results: dict) -> str:
+    size = results["image_size"]
+    return f"""---
+library_name: mgnt_hf
+license: mit
+metrics:
+- accuracy
+tags:
+- image-classification
+- video-evaluation
+- evaluation
+---
+
+# Moving Fashion-MNIST frame classifier for mgnt_hf
+
+A small CNN (`MGNTFeatureClassifier`, {results['num_parameters']:,} parameters, stages
+{results['conv_channels']}) that classifies single `{size}x{size}` frames of Moving Fashion-MNIST videos
+(`mgnt_hf.moving_fashion_mnist`) by the class of their full-intensity item; the half-intensity
+distractor item is to be ignored. Its {results['feature_size']}-d penultimate features define the
+per-frame **classifier FID** of `mgnt_hf.video_quality`, and its predictions the per-frame accuracy
+and the label consistency of generated videos. Input: pixels `[B, 1, {size}, {size}]` in `[-1, 1]`.
+
+**Test accuracy: {100 * results['test_accuracy']:.2f}%** over all {results['num_test_images']:,} frames of the
+{results['num_test_videos']:,} test videos ({results['frames_per_test_video']} frames each; measured once, after
+the last epoch; no model selection on the test set).
+
+## Usage
+
+```python
+from mgnt_hf.evaluation import MGNTFeatureClassifier
+from mgnt_hf.video_quality import evaluate_video_pipeline, load_video_arrays
+
+classifier = MGNTFeatureClassifier.from_pretrained("pipelines/moving-fashion-mnist-frame-classifier")
+videos, labels = load_video_arrays("data/moving-fashion-mnist", split="test")
+results = evaluate_video_pipeline(pipe, classifier, videos, labels)
 ```
-"""
-    (output_dir / "README.md").write_text(card)
+
+Classifier-FID values are comparable with each other, not with Inception FIDs or FVDs.
+
+## Training
+
+{training_paragraph(results, f"Moving Fashion-MNIST train split ({results['num_train_videos']:,} videos; frames "
+                             f"{results['train_frame_indices']} of each, {results['num_train_images']:,} frames, labelled "
+                             f"with the video's label)")}"""
+
+
+def test_logits(model: MGNTFeatureClassifier, test_images: torch.Tensor, chunk_size: int = 2000) -> torch.Tensor:
+    """Logits `[M, num_labels]` of the test set: pixels `[M, C, H, W]` in [-1, 1], or uint8 frames `[M, H, W, C]`
+    converted a chunk at a time."""
+    if test_images.dtype != torch.uint8:
+        return classifier_outputs(model, test_images, batch_size=1000)[1]
+    chunks = [classifier_outputs(model, frames_to_pixels(test_images[start : start + chunk_size]), batch_size=1000)[1]
+              for start in range(0, test_images.shape[0], chunk_size)]
+    return torch.cat(chunks)
 
 
 def main(argv=None):
@@ -138,12 +274,19 @@ def main(argv=None):
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     set_seed(args.seed)
 
-    train_pixels, train_labels = fashion_mnist_pixels("train", args.data_dir)
-    test_pixels, test_labels = fashion_mnist_pixels("test", args.data_dir)
-    if args.limit_train is not None:
-        train_pixels, train_labels = train_pixels[: args.limit_train], train_labels[: args.limit_train]
+    if args.dataset == "moving-fashion-mnist":
+        # uint8 frames [M, H, W, C]; each batch becomes pixels in [-1, 1] below.
+        train_pixels, train_labels, test_pixels, test_labels, data_info = moving_fashion_mnist_frames(args)
+        image_size = data_info["image_size"]
+    else:
+        train_pixels, train_labels = fashion_mnist_pixels("train", args.data_dir)
+        test_pixels, test_labels = fashion_mnist_pixels("test", args.data_dir)
+        if args.limit_train is not None:
+            train_pixels, train_labels = train_pixels[: args.limit_train], train_labels[: args.limit_train]
+        data_info, image_size = {}, train_pixels.shape[-1]
 
-    config = MGNTFeatureClassifierConfig(conv_channels=tuple(args.conv_channels), feature_size=args.feature_size)
+    config = MGNTFeatureClassifierConfig(num_channels=1, image_size=image_size, conv_channels=tuple(args.conv_channels),
+                                         feature_size=args.feature_size)
     model = MGNTFeatureClassifier(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     loader = DataLoader(TensorDataset(train_pixels, train_labels), batch_size=args.batch_size, shuffle=True, drop_last=True)
@@ -164,6 +307,8 @@ def main(argv=None):
         loss_sum, correct, seen = 0.0, 0, 0
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not accelerator.is_main_process, mininterval=30)
         for pixels, labels in progress:
+            if pixels.dtype == torch.uint8:
+                pixels = frames_to_pixels(pixels)
             pixels = augment(pixels, args.max_shift, flip=not args.no_flip)
             output = model(pixels, labels=labels)
             accelerator.backward(output.loss)
@@ -181,7 +326,7 @@ def main(argv=None):
 
     model = accelerator.unwrap_model(model).float()
     start = time.perf_counter()
-    _, logits = classifier_outputs(model, test_pixels, batch_size=1000)
+    logits = test_logits(model, test_pixels)
     test_seconds = time.perf_counter() - start
     test_accuracy = float((logits.argmax(-1) == test_labels).double().mean())
     accelerator.print(f"test accuracy {test_accuracy:.4f} ({test_labels.shape[0]} images)")
@@ -200,6 +345,7 @@ def main(argv=None):
             "num_parameters": sum(p.numel() for p in model.parameters()),
             "torch_version": torch.__version__,
             "command": shlex.join(["python", "training/train_classifier.py", *(sys.argv[1:] if argv is None else argv)]),
+            **data_info,
             **{key: value for key, value in vars(args).items() if key not in ("data_dir", "output_dir")},
         }
         (output_dir / "training_results.json").write_text(json.dumps(results, indent=2) + "\n")
