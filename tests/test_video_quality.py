@@ -144,6 +144,12 @@ def test_ssim_matches_scikit_image():
     assert float(ours) == pytest.approx(expected, abs=1e-8)
 
 
+def test_ssim_does_not_depend_on_the_chunk_size():
+    generator = torch.Generator().manual_seed(2)
+    x, y = torch.rand(2, 5, 3, 12, 14, generator=generator), torch.rand(2, 5, 3, 12, 14, generator=generator)
+    assert torch.allclose(ssim(x, y, chunk_size=4), ssim(x, y), rtol=0, atol=1e-14)
+
+
 @pytest.mark.parametrize("shapes, message", [
     (((1, 1, 10, 16), (1, 1, 10, 16)), "at least 11x11"),
     (((1, 1, 16, 16), (1, 1, 16, 15)), "one shape"),

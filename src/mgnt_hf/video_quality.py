@@ -152,10 +152,14 @@ def load_video_arrays(
     video_column, label_column = resolve_video_columns(dataset, video_column, label_column)
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
+    import datasets
+
     videos = []
-    numpy_view = dataset.with_format("numpy", columns=[video_column])
+    is_array = isinstance(dataset.features[video_column], (datasets.Array3D, datasets.Array4D))
+    # Array columns come back as one numpy array per slice; files and frame lists as Python values.
+    view = dataset.with_format("numpy", columns=[video_column]) if is_array else dataset.select_columns([video_column])
     for start in range(0, len(dataset), chunk_size):
-        chunk = numpy_view[start : start + chunk_size][video_column]
+        chunk = view[start : start + chunk_size][video_column]
         videos.extend(decode_video(video, row=start + offset) for offset, video in enumerate(chunk))
     shapes = sorted({video.shape for video in videos})
     if len(shapes) != 1:
@@ -230,14 +234,13 @@ def psnr(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_window(size: int = SSIM_WINDOW_SIZE, sigma: float = SSIM_SIGMA) -> torch.Tensor:
-    """float64 `[size, size]` normalised Gaussian (the outer product of two 1-D Gaussians)."""
+    """float64 `[size]` normalised 1-D Gaussian; the 2-D window is its outer product with itself."""
     offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     line = torch.exp(-(offsets**2) / (2 * sigma**2))
-    line = line / line.sum()
-    return line[:, None] * line[None, :]
+    return line / line.sum()
 
 
-def ssim(predicted: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+def ssim(predicted: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, chunk_size: int = 256) -> torch.Tensor:
     """Structural similarity of each frame (Wang et al. 2004), pixels in `[0, data_range]`.
 
     Local means, variances and covariance are Gaussian-weighted over an 11x11 window (sigma 1.5; population,
@@ -249,6 +252,7 @@ def ssim(predicted: torch.Tensor, target: torch.Tensor, data_range: float = 1.0)
 
     Args:
         predicted, target: `[..., C, H, W]` of one shape, with `H, W >= 11`.
+        chunk_size: frames (times channels) filtered at once, bounding the memory of the float64 filtering.
 
     Returns:
         float64 `[...]`: SSIM in `[-1, 1]` per frame (1 for identical frames).
@@ -259,21 +263,26 @@ def ssim(predicted: torch.Tensor, target: torch.Tensor, data_range: float = 1.0)
         raise ValueError(f"ssim needs frames of at least {SSIM_WINDOW_SIZE}x{SSIM_WINDOW_SIZE} pixels (its "
                          f"window), got {height}x{width}")
     leading = predicted.shape[:-2]  # [..., C]
-    x = predicted.double().reshape(-1, 1, height, width)
-    y = target.double().reshape(-1, 1, height, width)
-    window = gaussian_window().to(x.device)[None, None]  # [1, 1, 11, 11]
-
-    def local_mean(images: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(images, window)
-
-    mean_x, mean_y = local_mean(x), local_mean(y)
-    variance_x = local_mean(x * x) - mean_x**2
-    variance_y = local_mean(y * y) - mean_y**2
-    covariance = local_mean(x * y) - mean_x * mean_y
+    line = gaussian_window().to(predicted.device)
+    column_filter, row_filter = line.view(1, 1, -1, 1), line.view(1, 1, 1, -1)
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    ssim_map = ((2 * mean_x * mean_y + c1) * (2 * covariance + c2)) / (
-        (mean_x**2 + mean_y**2 + c1) * (variance_x + variance_y + c2))
-    return ssim_map.mean(dim=(-3, -2, -1)).reshape(leading).mean(dim=-1)
+
+    def local_mean(images: torch.Tensor) -> torch.Tensor:  # the 2-D Gaussian as two 1-D passes
+        return F.conv2d(F.conv2d(images, column_filter), row_filter)
+
+    means = []
+    predicted, target = predicted.reshape(-1, 1, height, width), target.reshape(-1, 1, height, width)
+    for start in range(0, predicted.shape[0], chunk_size):
+        x = predicted[start : start + chunk_size].double()
+        y = target[start : start + chunk_size].double()
+        mean_x, mean_y = local_mean(x), local_mean(y)
+        variance_x = local_mean(x * x) - mean_x**2
+        variance_y = local_mean(y * y) - mean_y**2
+        covariance = local_mean(x * y) - mean_x * mean_y
+        ssim_map = ((2 * mean_x * mean_y + c1) * (2 * covariance + c2)) / (
+            (mean_x**2 + mean_y**2 + c1) * (variance_x + variance_y + c2))
+        means.append(ssim_map.mean(dim=(-3, -2, -1)))
+    return torch.cat(means).reshape(leading).mean(dim=-1)
 
 
 def prediction_scores(predicted: torch.Tensor, target: torch.Tensor) -> dict:
@@ -379,12 +388,15 @@ def i3d_features(detector, videos: torch.Tensor, batch_size: int = 8, device=Non
                  resolution: int = I3D_RESOLUTION) -> torch.Tensor:
     """FVD features of `videos` `[N, T, C, H, W]` in [0, 1] (C = 1 or 3) -> float64 `[N, D]` on the CPU.
 
-    The assumed convention is that of StyleGAN-V's FVD and of the `common_metrics_on_video_quality` port of it
-    (both load the same `i3d_torchscript.pt`, a Kinetics-400 I3D): grayscale is repeated to RGB; each frame is
-    resized (bilinear, `align_corners=False`) so that its shorter side is `resolution` (224) and centre-cropped
-    to `resolution x resolution`; pixels are mapped to [-1, 1]; the batch is laid out `[B, 3, T, 224, 224]`
-    float32; and the detector is called as `detector(x, rescale=False, resize=False, return_features=True)`, which
-    returns the 400-d pre-softmax features `[B, 400]`. Any TorchScript module with that call signature works.
+    The detector is StyleGAN-V's `i3d_torchscript.pt` (a Kinetics-400 I3D), and the assumed input convention is
+    that of the widely used `common_metrics_on_video_quality` code that runs it (`fvd/styleganv/fvd.py`):
+    grayscale is repeated to RGB; each frame is resized (bilinear, `align_corners=False`) so that its shorter
+    side is `resolution` (224) and centre-cropped to `resolution x resolution`; pixels in [0, 1] are mapped to
+    [-1, 1]; the batch is laid out `[B, 3, T, 224, 224]` float32; and the detector is called as
+    `detector(x, rescale=False, resize=False, return_features=True)` (its own rescaling and resizing off, as the
+    input is already in [-1, 1] at 224), returning the 400-d pre-softmax features `[B, 400]`. Any TorchScript
+    module with that call signature works. FVD values depend on this preprocessing: compare them only with
+    numbers computed the same way.
     """
     features = []
     for start in range(0, videos.shape[0], batch_size):
