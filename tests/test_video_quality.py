@@ -365,6 +365,7 @@ def test_results_files_and_sample_strips(results, tmp_path):
 BAD_ARGUMENTS = [
     (dict(prediction_labels="maybe"), r"\['given', 'none'\]"),
     (dict(context_frames=3), r"one of \[2\]"),
+    (dict(context_frames=2.0), r"one of \[2\]; got 2.0"),
     (dict(rows=["fastest"]), "allowed: maskgit"),
     (dict(videos_per_class=-1), "videos_per_class"),
     (dict(videos_per_class=0, num_prediction_videos=0), "nothing to evaluate"),

@@ -463,7 +463,7 @@ def _check_context_frames(pipeline, context_frames) -> int:
     config = pipeline.vqvae.config
     step, num_frames = config.temporal_downsample_factor, config.num_frames
     allowed = list(range(step, num_frames, step))
-    if isinstance(context_frames, bool) or context_frames not in allowed:
+    if isinstance(context_frames, bool) or not isinstance(context_frames, int) or context_frames not in allowed:
         raise ValueError(f"context_frames must be a multiple of the tokenizer's temporal_downsample_factor {step} "
                          f"below its {num_frames} frames, one of {allowed}; got {context_frames!r}")
     return context_frames
