@@ -16,6 +16,7 @@ from PIL import Image
 
 from conftest import make_tiny_video_transformer, make_tiny_video_vqvae
 from mgnt_hf import MGNTScheduler, MGNTVideoPipeline
+from mgnt_hf.data import FASHION_MNIST_DIR, read_fashion_mnist
 from mgnt_hf.evaluation import FeatureStatistics, MGNTFeatureClassifier, MGNTFeatureClassifierConfig
 from mgnt_hf.video_quality import (
     PSNR_CAP_DB,
@@ -34,10 +35,14 @@ from mgnt_hf.video_quality import (
     psnr,
     ssim,
     video_classifier_scores,
+    videos_to_tensor,
     write_video_results,
 )
+from mgnt_hf.moving_fashion_mnist import moving_fashion_mnist_video
 
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED_FRAME_CLASSIFIER = REPO / "pipelines" / "moving-fashion-mnist-frame-classifier"
+HAVE_FASHION_MNIST = (Path(FASHION_MNIST_DIR) / "t10k-images-idx3-ubyte.gz").is_file()
 CLASSES = ["T-shirt/top", "Trouser", "Ankle boot"]
 # The tiny video pipeline: 4-frame 16x16 grayscale clips, temporal downsampling 2 -> context of 2 frames.
 NUM_FRAMES, SIZE, CONTEXT_FRAMES = 4, 16, 2
@@ -476,3 +481,27 @@ def test_the_benchmark_script_reports_bad_arguments_in_one_line(saved_videos, tm
     assert result.stderr.strip().splitlines()[-1] == (
         "video_quality: error: context_frames must be a multiple of the tokenizer's temporal_downsample_factor 2 "
         "below its 4 frames, one of [2]; got 3")
+
+
+# ---------------------------------------------------------------- the shipped frame classifier
+
+
+def test_shipped_frame_classifier_card_reports_the_measured_accuracy():
+    recorded = json.loads((SHIPPED_FRAME_CLASSIFIER / "training_results.json").read_text())
+    assert recorded["dataset"] == "moving-fashion-mnist" and recorded["num_test_images"] == 16000
+    assert recorded["test_accuracy"] >= 0.8
+    assert f"{100 * recorded['test_accuracy']:.2f}%" in (SHIPPED_FRAME_CLASSIFIER / "README.md").read_text()
+    assert (SHIPPED_FRAME_CLASSIFIER / "model.safetensors").stat().st_size < 3 * 2**20
+
+
+@pytest.mark.skipif(not HAVE_FASHION_MNIST, reason=f"Fashion-MNIST IDX files not in {FASHION_MNIST_DIR}")
+def test_shipped_frame_classifier_recognises_the_first_test_videos():
+    # Video i of a split is a function of (seed, split, i): these are the saved test split's first 24 videos.
+    images, labels = read_fashion_mnist("test")
+    rows = [moving_fashion_mnist_video(images, labels, seed=0, split="test", index=index) for index in range(24)]
+    videos = videos_to_tensor(np.stack([row["video"] for row in rows])[..., None])  # [24, 16, 1, 64, 64]
+    classifier = MGNTFeatureClassifier.from_pretrained(SHIPPED_FRAME_CLASSIFIER, local_files_only=True)
+    _, predictions = classify_video_frames(classifier, videos)
+    truth = torch.tensor([row["label"] for row in rows])
+    # 85% of all 16,000 test frames; 24 videos leave room for sampling noise.
+    assert float((predictions == truth[:, None]).double().mean()) >= 0.65
