@@ -846,7 +846,19 @@ def write_video_results(results: dict, output_dir: str | os.PathLike) -> dict[st
 # Command line (benchmarks/video_quality.py)
 # ---------------------------------------------------------------------------------------------
 
-DEFAULT_FRAME_CLASSIFIER = Path(__file__).resolve().parents[2] / "pipelines" / "moving-fashion-mnist-frame-classifier"
+DEFAULT_FRAME_CLASSIFIER_NAME = "moving-fashion-mnist-frame-classifier"
+
+
+def default_frame_classifier() -> Path:
+    """The shipped frame classifier: package data (`mgnt_hf/pipelines`, a link to the checkout's `pipelines/` in a
+    source tree), else the checkout's `pipelines/`. `OSError` when neither has it."""
+    candidates = [Path(__file__).resolve().parent / "pipelines" / DEFAULT_FRAME_CLASSIFIER_NAME,
+                  Path(__file__).resolve().parents[2] / "pipelines" / DEFAULT_FRAME_CLASSIFIER_NAME]
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise OSError(f"the default frame classifier '{DEFAULT_FRAME_CLASSIFIER_NAME}' is not available (looked in "
+                  f"{', '.join(map(str, candidates))}); pass --classifier")
 
 
 def add_video_evaluate_arguments(parser) -> None:
@@ -855,7 +867,8 @@ def add_video_evaluate_arguments(parser) -> None:
                         help="saved MGNTVideoPipeline folder or Hub repo id (default: the shipped "
                              "mgnt-moving-fashion-mnist)")
     parser.add_argument("--classifier", default=None,
-                        help=f"per-frame MGNTFeatureClassifier folder (default: {DEFAULT_FRAME_CLASSIFIER})")
+                        help=f"per-frame MGNTFeatureClassifier folder (default: the shipped "
+                             f"{DEFAULT_FRAME_CLASSIFIER_NAME})")
     parser.add_argument("--dataset", default="data/moving-fashion-mnist",
                         help="real videos: a save_to_disk folder or datasets name (default: data/moving-fashion-mnist)")
     parser.add_argument("--split", default="test", help="split of --dataset (default: test)")
@@ -895,7 +908,7 @@ def run_video_evaluate(args) -> int:
             raise ValueError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
     pipe = MGNTVideoPipeline.from_pretrained(resolve_pipeline(args.pipeline, DEFAULT_VIDEO_PIPELINE_NAME))
-    classifier = MGNTFeatureClassifier.from_pretrained(resolve_classifier(args.classifier or DEFAULT_FRAME_CLASSIFIER))
+    classifier = MGNTFeatureClassifier.from_pretrained(resolve_classifier(args.classifier or default_frame_classifier()))
     videos, labels = load_video_arrays(args.dataset, args.split, limit=args.limit_real)
     num_frames = pipe.vqvae.config.num_frames
     if videos.shape[1] > num_frames:
