@@ -4,6 +4,7 @@
     mgnt evaluate [PIPELINE] --samples-per-class 100 --output-dir quality
     mgnt generate-video [PIPELINE] --labels all --output videos.gif
     mgnt generate-video [PIPELINE] --context-video clip.mp4 --context-frames 4 --output predicted.gif
+    mgnt evaluate-video --pipeline PIPELINE --dataset data/moving-fashion-mnist --output-dir video-quality
 
 Subcommands register themselves in `SUBCOMMANDS` (a name -> function that adds its parser); each parser sets
 `handler`, a function of the parsed arguments that returns the exit status. Errors a user can fix
@@ -319,8 +320,18 @@ def add_generate_video_parser(subparsers) -> None:
     parser.set_defaults(handler=generate_video)
 
 
+def add_evaluate_video_parser(subparsers) -> None:
+    from .video_quality import add_video_evaluate_arguments, run_video_evaluate
+
+    parser = subparsers.add_parser(
+        "evaluate-video", help="video quality (per-frame classifier FID, accuracy, temporal consistency, "
+                               "PSNR/SSIM of frame prediction, optional FVD) against GFLOPs per width schedule")
+    add_video_evaluate_arguments(parser)
+    parser.set_defaults(handler=run_video_evaluate)
+
+
 SUBCOMMANDS = {"generate": add_generate_parser, "evaluate": add_evaluate_parser,
-               "generate-video": add_generate_video_parser}
+               "generate-video": add_generate_video_parser, "evaluate-video": add_evaluate_video_parser}
 
 
 def build_parser() -> argparse.ArgumentParser:
