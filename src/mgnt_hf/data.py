@@ -227,33 +227,44 @@ def check_images(dataset, image_column: str, skip_bad_images: bool = False, num_
     """
     dataset = _undecoded(dataset, image_column)
 
-    def find_bad(batch, indices):
-        reasons = []
-        for value, row in zip(batch[image_column], indices):
-            try:
-                decode_image(value, row)
-                reasons.append("")
-            except BadImageError as error:
-                reasons.append(str(error))
-        return {"bad_image_reason": reasons}
+    def reason(value, row: int) -> str:
+        try:
+            decode_image(value, row)
+            return ""
+        except BadImageError as error:
+            return str(error)
 
-    reasons = dataset.map(find_bad, batched=True, with_indices=True, batch_size=256, num_proc=num_proc,
+    return drop_or_report_bad_rows(dataset, image_column, reason, kind="image", skip_bad=skip_bad_images,
+                                   skip_flag="--skip_bad_images", num_proc=num_proc, max_reported=max_reported)
+
+
+def drop_or_report_bad_rows(dataset, column: str, reason, kind: str, skip_bad: bool, skip_flag: str,
+                            num_proc: int | None = None, max_reported: int = 10, batch_size: int = 256,
+                            error_type: type[ValueError] = ValueError):
+    """Run `reason(value, row) -> str` ("" when the row is fine) over every value of `column` once (datasets
+    `.map`, optionally in `num_proc` processes). Bad rows raise `error_type` listing up to `max_reported` reasons
+    (mentioning `skip_flag`), or with `skip_bad` are dropped with a logged warning each."""
+
+    def find_bad(batch, indices):
+        return {"bad_row_reason": [reason(value, row) for value, row in zip(batch[column], indices)]}
+
+    reasons = dataset.map(find_bad, batched=True, with_indices=True, batch_size=batch_size, num_proc=num_proc,
                           remove_columns=dataset.column_names, keep_in_memory=True,
-                          desc="checking images")["bad_image_reason"]
-    bad_rows = [row for row, reason in enumerate(reasons) if reason]
+                          desc=f"checking {kind}s")["bad_row_reason"]
+    bad_rows = [row for row, text in enumerate(reasons) if text]
     if not bad_rows:
         return dataset
-    if not skip_bad_images:
+    if not skip_bad:
         listed = "\n  ".join(reasons[row] for row in bad_rows[:max_reported])
         more = f"\n  ... and {len(bad_rows) - max_reported} more" if len(bad_rows) > max_reported else ""
-        raise ValueError(f"{len(bad_rows)} bad image(s) in the dataset (pass --skip_bad_images to skip them):\n  "
+        raise error_type(f"{len(bad_rows)} bad {kind}(s) in the dataset (pass {skip_flag} to skip them):\n  "
                          f"{listed}{more}")
     for row in bad_rows:
-        logger.warning("skipping bad image: %s", reasons[row])
+        logger.warning("skipping bad %s: %s", kind, reasons[row])
     bad = set(bad_rows)
     kept = [row for row in range(len(dataset)) if row not in bad]
     if not kept:
-        raise ValueError(f"all {len(dataset)} images are bad; nothing to train on")
+        raise error_type(f"all {len(dataset)} {kind}s are bad; nothing to train on")
     return dataset.select(kept)
 
 

@@ -54,7 +54,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import BadImageError, ImageTransform, decode_image, load_image_dataset, resolve_columns
+from .data import BadImageError, ImageTransform, decode_image, drop_or_report_bad_rows, load_image_dataset, \
+    resolve_columns
 
 logger = logging.getLogger(__name__)
 
@@ -486,35 +487,18 @@ def check_videos(dataset, video_column: str, transform: VideoTransform, skip_bad
     """
     dataset = _undecoded_videos(dataset, video_column)
 
-    def find_bad(batch, indices):
-        reasons = []
-        for value, row in zip(batch[video_column], indices):
-            try:
-                transform(decode_video(value, row))
-                reasons.append("")
-            except (BadVideoError, OSError) as error:
-                described = _describe(value, row)
-                reasons.append(str(error) if described in str(error) else f"{described}: {error}")
-        return {"bad_video_reason": reasons}
+    def reason(value, row: int) -> str:
+        try:
+            transform(decode_video(value, row))
+            return ""
+        except (BadVideoError, OSError) as error:
+            described = _describe(value, row)
+            return str(error) if described in str(error) else f"{described}: {error}"
 
-    reasons = dataset.map(find_bad, batched=True, with_indices=True, batch_size=16, num_proc=num_proc,
-                          remove_columns=dataset.column_names, keep_in_memory=True,
-                          desc="checking videos")["bad_video_reason"]
-    bad_rows = [row for row, reason in enumerate(reasons) if reason]
-    if not bad_rows:
-        return dataset
-    if not skip_bad_videos:
-        listed = "\n  ".join(reasons[row] for row in bad_rows[:max_reported])
-        more = f"\n  ... and {len(bad_rows) - max_reported} more" if len(bad_rows) > max_reported else ""
-        raise BadVideoError(f"{len(bad_rows)} bad video(s) in the dataset (pass --skip_bad_videos to skip them):\n  "
-                            f"{listed}{more}")
-    for row in bad_rows:
-        logger.warning("skipping bad video: %s", reasons[row])
-    bad = set(bad_rows)
-    kept = [row for row in range(len(dataset)) if row not in bad]
-    if not kept:
-        raise BadVideoError(f"all {len(dataset)} videos are bad; nothing to train on")
-    return dataset.select(kept)
+    return drop_or_report_bad_rows(dataset, video_column, reason, kind="video", skip_bad=skip_bad_videos,
+                                   skip_flag="--skip_bad_videos (--skip_bad_images in the training scripts)",
+                                   num_proc=num_proc, max_reported=max_reported, batch_size=16,
+                                   error_type=BadVideoError)
 
 
 def with_video_transform(dataset, transform: VideoTransform, video_column: str, label_column: str | None = None,
