@@ -84,22 +84,37 @@ def labelled_grid(images, row_names: list[str], images_per_row: int, scale: int)
     return grid
 
 
+def load_for_generation(pipeline_class, args: argparse.Namespace, default_name: str):
+    """The pipeline on `--device` in `--dtype`, progress bars off, and its device."""
+    import torch
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = pipeline_class.from_pretrained(resolve_pipeline(args.pipeline, default_name))
+    pipe.to(device, dtype=dtypes[args.dtype])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, device
+
+
+def seeded_generators(device, seed: int, count: int) -> list:
+    """One generator per output, seeded `seed + i`, on the CUDA device or the CPU."""
+    import torch
+
+    generator_device = "cuda" if str(device).startswith("cuda") else "cpu"
+    return [torch.Generator(generator_device).manual_seed(seed + i) for i in range(count)]
+
+
 def generate(args: argparse.Namespace) -> int:
     import torch
 
     from .pipeline_mgnt import MGNTPipeline
 
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = MGNTPipeline.from_pretrained(resolve_pipeline(args.pipeline))
-    pipe.to(device, dtype=dtypes[args.dtype])
-    pipe.set_progress_bar_config(disable=True)
+    pipe, device = load_for_generation(MGNTPipeline, args, DEFAULT_PIPELINE_NAME)
     config = pipe.transformer.config
     labels = parse_labels(args.labels, config.num_classes)
     label_ids = pipe.get_label_ids(labels)
     num_images = len(label_ids) * args.num_images_per_label
-    generator_device = "cuda" if str(device).startswith("cuda") else "cpu"
-    generators = [torch.Generator(generator_device).manual_seed(args.seed + i) for i in range(num_images)]
+    generators = seeded_generators(device, args.seed, num_images)
 
     start = time.perf_counter()
     output = pipe(label_ids, num_inference_steps=args.steps, guidance_scale=args.guidance, generator=generators,
@@ -248,11 +263,7 @@ def generate_video(args: argparse.Namespace) -> int:
 
     if args.videos_per_label < 1:
         raise ValueError(f"--videos-per-label must be a positive integer, got {args.videos_per_label}")
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = MGNTVideoPipeline.from_pretrained(resolve_pipeline(args.pipeline, DEFAULT_VIDEO_PIPELINE_NAME))
-    pipe.to(device, dtype=dtypes[args.dtype])
-    pipe.set_progress_bar_config(disable=True)
+    pipe, device = load_for_generation(MGNTVideoPipeline, args, DEFAULT_VIDEO_PIPELINE_NAME)
     config = pipe.transformer.config
     context = None
     if args.context_video is not None:
@@ -269,8 +280,7 @@ def generate_video(args: argparse.Namespace) -> int:
     else:
         label_ids = pipe.get_label_ids(parse_labels(args.labels, config.num_classes))
     num_videos = (1 if label_ids is None else len(label_ids)) * args.videos_per_label
-    generator_device = "cuda" if str(device).startswith("cuda") else "cpu"
-    generators = [torch.Generator(generator_device).manual_seed(args.seed + i) for i in range(num_videos)]
+    generators = seeded_generators(device, args.seed, num_videos)
 
     start = time.perf_counter()
     output = pipe(label_ids, context_frames=context, num_inference_steps=args.steps, guidance_scale=args.guidance,
