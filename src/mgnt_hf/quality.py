@@ -564,11 +564,7 @@ def evaluate_pipeline(
             "samples_per_class": samples_per_class,
             "num_classes": num_classes,
             "num_samples": num_samples,
-            "num_inference_steps": num_steps,
-            "guidance_scale": float(guidance_scale),
-            "guidance_schedule": pipeline.scheduler.config.guidance_schedule,
-            "cache_refresh_interval": pipeline.scheduler.config.cache_refresh_interval,
-            "default_width_schedule": resolve_width_schedule(pipeline.scheduler.config.width_schedule),
+            **decode_settings(pipeline, num_steps, guidance_scale),
             "batch_size": batch_size,
             "seed": seed,
             "seeding": "image j has class j % num_classes and a torch.Generator seeded seed + j, in every row",
@@ -590,6 +586,18 @@ def evaluate_pipeline(
 # ---------------------------------------------------------------------------------------------
 # Reporting
 # ---------------------------------------------------------------------------------------------
+
+
+def decode_settings(pipeline, num_steps: int, guidance_scale: float) -> dict:
+    """The decoding settings every row of an evaluation shares, as recorded in its results."""
+    config = pipeline.scheduler.config
+    return {
+        "num_inference_steps": num_steps,
+        "guidance_scale": float(guidance_scale),
+        "guidance_schedule": config.guidance_schedule,
+        "cache_refresh_interval": config.cache_refresh_interval,
+        "default_width_schedule": resolve_width_schedule(config.width_schedule),
+    }
 
 
 def _format_schedule(schedule: list[list]) -> str:

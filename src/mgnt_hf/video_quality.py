@@ -95,12 +95,12 @@ from .quality import (
     _synchronize,
     _to_pil,
     check_classifier_fits,
+    decode_settings,
     default_rows,
     machine_info,
     parse_row,
     real_subset_indices,
 )
-from .scheduling_mgnt import resolve_width_schedule
 from .video_io import decode_video, load_video_dataset, resolve_video_columns
 
 RESULTS_MARKDOWN = "results.md"
@@ -715,11 +715,7 @@ def evaluate_video_pipeline(
             "context_frames": context_frames if num_prediction_videos else None,
             "num_prediction_videos": num_prediction_videos,
             "prediction_labels": prediction_labels,
-            "num_inference_steps": num_steps,
-            "guidance_scale": float(guidance_scale),
-            "guidance_schedule": pipeline.scheduler.config.guidance_schedule,
-            "cache_refresh_interval": pipeline.scheduler.config.cache_refresh_interval,
-            "default_width_schedule": resolve_width_schedule(pipeline.scheduler.config.width_schedule),
+            **decode_settings(pipeline, num_steps, guidance_scale),
             "batch_size": batch_size,
             "seed": seed,
             "seeding": "generated video j has class j % num_classes and a generator seeded seed + j; predicted "
