@@ -84,8 +84,9 @@ out = pipe({{ example_labels }}, generator=torch.manual_seed(0))
 export_to_video(out.frames[0], "sample.mp4", fps=8)  # frames: [B, T, H, W, C] in [0, 1]
 print(out.gflops_per_video)  # transformer GFLOPs per video, both guidance branches
 
-# Frame prediction: the first frames of each video, [B, Tc, C, H, W] in [0, 1]
-out = pipe(context_frames=context, generator=torch.manual_seed(0))
+# Frame prediction from the first Tc frames of each video ([B, Tc, H, W, C] in [0, 1], or [B, Tc, C, H, W] tensors)
+context = out.frames[:, :{{ vqvae.temporal_downsample_factor if vqvae else 1 }}]
+predicted = pipe(None, context_frames=context, generator=torch.manual_seed(1))  # or one label per video
 ```
 
 Context frames: `Tc` a multiple of {{ vqvae.temporal_downsample_factor if vqvae else "the tokenizer's temporal downsampling factor" }}, fewer than {{ vqvae.num_frames if vqvae else "the clip length" }}, at the tokenizer's resolution.
