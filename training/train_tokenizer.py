@@ -35,6 +35,7 @@ clear error before the optimizer step, leaving the last checkpoint intact.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -189,17 +190,16 @@ def load_vq_config(spec: str, resolution: list[int] | None, num_frames: int | No
     if num_frames is not None:
         overrides["num_frames"] = num_frames
     if spec in VQ_PRESETS:
-        if num_frames is not None and VQ_PRESETS[spec].get("num_frames") is None:
-            raise ValueError(f"--num_frames {num_frames} given but --vq_config {spec!r} is an image tokenizer preset; "
-                             f"video presets: {sorted(k for k, v in VQ_PRESETS.items() if v.get('num_frames'))}")
-        return MGNTVQConfig.from_preset(spec, **overrides)
-    if not os.path.isfile(spec):
+        fields = dict(VQ_PRESETS[spec])
+    elif os.path.isfile(spec):
+        fields = json.loads(Path(spec).read_text())
+        fields.pop("model_type", None)
+    else:
         raise ValueError(f"--vq_config {spec!r} is neither a preset {sorted(VQ_PRESETS)} nor a JSON file")
-    fields = json.loads(Path(spec).read_text())
-    fields.pop("model_type", None)
     if num_frames is not None and fields.get("num_frames") is None:
-        raise ValueError(f"--num_frames {num_frames} given but --vq_config {spec} is an image tokenizer "
-                         "(set num_frames in the config to make a video tokenizer)")
+        raise ValueError(f"--num_frames {num_frames} given but --vq_config {spec} is an image tokenizer (set "
+                         f"num_frames in a JSON config, or use a video preset: "
+                         f"{sorted(k for k, v in VQ_PRESETS.items() if v.get('num_frames'))})")
     return MGNTVQConfig(**{**fields, **overrides})
 
 
@@ -227,55 +227,50 @@ class PatchDiscriminator(nn.Module):
         return self.layers(pixel_values)  # [B(*T), 1, h', w'] logits
 
 
-class RandomClipFlip:
-    """A video transform followed by a horizontal flip of the whole clip with probability 1/2."""
-
-    def __init__(self, transform: VideoTransform):
-        self.transform = transform
-
-    def __call__(self, value) -> torch.Tensor:
-        clip = self.transform(value)
-        return clip.flip(-1) if torch.rand(()) < 0.5 else clip
+def load_splits(args, load):
+    """The training split and the validation split (`--validation_split`: a name, 'auto' = 'test' or 'validation'
+    when the dataset has one else the training data, 'none'), both cut to `--max_*_samples`. `load(dataset_name,
+    train_data_dir, split)` is the image or the video dataset loader."""
+    train = load(args.dataset_name, args.train_data_dir, args.train_split)
+    if args.max_train_samples is not None:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    if args.validation_split == "none":
+        return train, None
+    validation = None
+    if args.validation_split == "auto":
+        for candidate in ("test", "validation") if args.dataset_name is not None else ():
+            try:
+                validation = load(args.dataset_name, None, candidate)
+                break
+            except ValueError:
+                continue
+    else:
+        validation = load(args.dataset_name, args.train_data_dir, args.validation_split)
+    if validation is None:
+        validation = train
+    if args.max_eval_samples is not None:
+        validation = validation.select(range(min(args.max_eval_samples, len(validation))))
+    return train, validation
 
 
 def build_video_datasets(args, config: MGNTVQConfig):
     """Training and validation video datasets with the clip transform; bad videos found before training."""
-    load = dict(dataset_config_name=args.dataset_config_name, cache_dir=args.cache_dir,
-                video_column=args.video_column)
-    train = load_video_dataset(args.dataset_name, args.train_data_dir, split=args.train_split, **load)
+    train, validation = load_splits(args, lambda name, folder, split: load_video_dataset(
+        name, folder, split=split, dataset_config_name=args.dataset_config_name, cache_dir=args.cache_dir,
+        video_column=args.video_column))
     video_column, _ = resolve_video_columns(train, args.video_column)
-    if args.max_train_samples is not None:
-        train = train.select(range(min(args.max_train_samples, len(train))))
-    validation = None
-    if args.validation_split != "none":
-        if args.validation_split == "auto":
-            for candidate in ("test", "validation") if args.dataset_name is not None else ():
-                try:
-                    validation = load_video_dataset(args.dataset_name, split=candidate, **load)
-                    break
-                except ValueError:
-                    continue
-        else:
-            validation = load_video_dataset(args.dataset_name, args.train_data_dir, split=args.validation_split,
-                                            **load)
-        if validation is None:
-            validation = train
-        if args.max_eval_samples is not None:
-            validation = validation.select(range(min(args.max_eval_samples, len(validation))))
     transform = VideoTransform(num_frames=config.num_frames, num_channels=config.num_channels,
                                resolution=config.resolution, resize_mode=args.resize_mode,
-                               frame_stride=args.frame_stride, clip_start=args.clip_start)
-    eval_mode = "center_crop" if args.resize_mode == "random_crop" else args.resize_mode
-    eval_transform = VideoTransform(num_frames=config.num_frames, num_channels=config.num_channels,
-                                    resolution=config.resolution, resize_mode=eval_mode,
-                                    frame_stride=args.frame_stride, clip_start=args.clip_start)
+                               frame_stride=args.frame_stride, clip_start=args.clip_start, random_flip=args.random_flip)
+    eval_transform = dataclasses.replace(transform, random_flip=False, resize_mode="center_crop"
+                                         if args.resize_mode == "random_crop" else args.resize_mode)
     if not args.skip_image_check:
         num_proc = args.dataloader_num_workers if args.dataloader_num_workers > 1 else None
         train = check_videos(train, video_column, transform, skip_bad_videos=args.skip_bad_images, num_proc=num_proc)
         if validation is not None:
             validation = check_videos(validation, video_column, eval_transform,
                                       skip_bad_videos=args.skip_bad_images, num_proc=num_proc)
-    train = with_video_transform(train, RandomClipFlip(transform) if args.random_flip else transform, video_column)
+    train = with_video_transform(train, transform, video_column)
     if validation is not None:
         validation = with_video_transform(validation, eval_transform, video_column)
     return train, validation
@@ -285,33 +280,11 @@ def build_datasets(args, config: MGNTVQConfig):
     """Training and validation datasets with the image transform; bad images found before training."""
     if config.is_video:
         return build_video_datasets(args, config)
-    train = load_image_dataset(args.dataset_name, args.train_data_dir, split=args.train_split,
-                               dataset_config_name=args.dataset_config_name, cache_dir=args.cache_dir)
+    train, validation = load_splits(args, lambda name, folder, split: load_image_dataset(
+        name, folder, split=split, dataset_config_name=args.dataset_config_name, cache_dir=args.cache_dir))
     image_column, _ = resolve_columns(train, args.image_column)
-    if args.max_train_samples is not None:
-        train = train.select(range(min(args.max_train_samples, len(train))))
-    validation = None
-    if args.validation_split != "none":
-        split = args.validation_split
-        if split == "auto":
-            split = None
-            if args.dataset_name is not None:
-                for candidate in ("test", "validation"):
-                    try:
-                        validation = load_image_dataset(args.dataset_name, split=candidate,
-                                                        dataset_config_name=args.dataset_config_name,
-                                                        cache_dir=args.cache_dir)
-                        break
-                    except ValueError:
-                        continue
-        else:
-            validation = load_image_dataset(args.dataset_name, args.train_data_dir, split=split,
-                                            dataset_config_name=args.dataset_config_name, cache_dir=args.cache_dir)
-        if validation is None:
-            validation = train
+    if validation is not None:
         resolve_columns(validation, image_column)
-        if args.max_eval_samples is not None:
-            validation = validation.select(range(min(args.max_eval_samples, len(validation))))
     if not args.skip_image_check:
         num_proc = args.dataloader_num_workers if args.dataloader_num_workers > 1 else None
         train = check_images(train, image_column, skip_bad_images=args.skip_bad_images, num_proc=num_proc)
