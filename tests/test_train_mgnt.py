@@ -161,3 +161,14 @@ def test_a_config_that_disagrees_with_the_tokenizer_is_refused(workspace, tmp_pa
     arguments[arguments.index("--transformer_config") + 1] = str(tmp_path / "wrong.json")
     with pytest.raises(ValueError, match="codebook_size=99"):
         run_in_process(arguments)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--context_frames", "4"), "--context_frames need video data"),
+    (("--frame_stride", "2"), "--frame_stride need video data"),
+    (("--num_frames", "8"), "needs a video tokenizer"),
+])
+def test_video_flags_with_an_image_tokenizer_are_refused(workspace, tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        run_in_process(train_arguments(workspace, tmp_path / "run", "--max_train_steps", "2", *extra))
+    assert not (tmp_path / "run" / "model_index.json").exists()

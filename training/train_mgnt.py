@@ -198,13 +198,23 @@ def load_vqvae(name_or_path: str, num_frames: int | None = None) -> MGNTVQModel:
     return vqvae
 
 
-def check_context_frames(args, vqvae: MGNTVQModel) -> int:
-    """Context tokens per example for `--context_frames` (0 without); ValueError naming the allowed values."""
-    if args.context_frames == 0:
-        return 0
+def check_video_arguments(args, vqvae: MGNTVQModel) -> int:
+    """Refuse video-only flags with an image tokenizer; return the context tokens per example for
+    `--context_frames` (0 without). ValueError naming the flag and the allowed values."""
     config = vqvae.config
     if not config.is_video:
-        raise ValueError(f"--context_frames {args.context_frames} needs video data and a video tokenizer")
+        given = [flag for flag, value, default in (
+            ("--video_column", args.video_column, None), ("--frame_stride", args.frame_stride, 1),
+            ("--clip_start", args.clip_start, "start"), ("--context_frames", args.context_frames, 0),
+            ("--context_probability", args.context_probability, 1.0)) if value != default]
+        if given:
+            raise ValueError(f"{', '.join(given)} need video data and a video tokenizer; "
+                             f"{args.vqvae_name_or_path} is an image tokenizer")
+        return 0
+    if args.context_frames == 0:
+        if args.context_probability != 1.0:
+            raise ValueError(f"--context_probability {args.context_probability} needs --context_frames")
+        return 0
     factor = config.temporal_downsample_factor
     if args.context_frames % factor or args.context_frames >= config.num_frames:
         raise ValueError(f"--context_frames {args.context_frames} must be a multiple of {factor} "
@@ -349,7 +359,7 @@ def log_validation(accelerator, transformer, vqvae, id2label, args, step):
 
     if vqvae.config.is_video:
         return log_video_validation(accelerator, transformer, vqvae, id2label, args, step)
-    pipeline = MGNTPipeline(transformer=transformer, vqvae=vqvae, scheduler=make_scheduler(args, transformer))
+    pipeline = make_pipeline(transformer, vqvae, make_scheduler(args, transformer))
     pipeline.set_progress_bar_config(disable=True)
     labels = list(range(min(args.validation_num_classes, len(id2label))))
     rows = {}
@@ -396,7 +406,7 @@ def main(argv=None):
         remove_incomplete_checkpoints(args.output_dir)
 
     vqvae = load_vqvae(args.vqvae_name_or_path, args.num_frames).to(accelerator.device).eval().requires_grad_(False)
-    num_context_tokens = check_context_frames(args, vqvae)
+    num_context_tokens = check_video_arguments(args, vqvae)
     dataset, image_column, label_column, id2label = load_training_images(args, video=vqvae.config.is_video)
     transformer = build_transformer(args, vqvae, id2label)
     make_scheduler(args, transformer)  # a schedule the model cannot run fails now, not after training
