@@ -14,6 +14,7 @@ from .evaluation import MGNTFeatureClassifier, MGNTFeatureClassifierConfig
 from .scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, MGNTScheduler, MGNTSchedulerOutput
 from .pipeline_mgnt import MGNTPipeline, MGNTPipelineOutput
 from .pipeline_mgnt_video import MGNTVideoPipeline, MGNTVideoPipelineOutput, export_to_video
+from .resources import shipped
 
 AutoConfig.register("mgnt", MGNTConfig, exist_ok=True)
 AutoModel.register(MGNTConfig, MGNTTransformer, exist_ok=True)
@@ -43,4 +44,5 @@ __all__ = [
     "MGNTVideoPipeline",
     "MGNTVideoPipelineOutput",
     "export_to_video",
+    "shipped",
 ]

@@ -1,0 +1,1 @@
+"""Small shared rules: argument checks (`checks`)."""
