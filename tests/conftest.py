@@ -6,8 +6,15 @@ Each fixture builds fresh objects from a fixed seed, so tests may modify them.
 
 import pytest
 import torch
+from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
 
 from mgnt_hf import MGNTConfig, MGNTPipeline, MGNTScheduler, MGNTTransformer, MGNTVQConfig, MGNTVQModel
+
+# torch's FlopCounterMode has no formula for the CPU SDPA kernel (torch 2.13 registers only the CUDA ones); count
+# it like every other SDPA kernel, so the analytic FLOP tests can compare against the counter on the CPU.
+_CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _CPU_SDPA not in flop_registry:
+    register_flop_formula(_CPU_SDPA)(lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v))
 
 # 4x4 tokens, 16 codes, 3 classes; widths D/8..D with head_dim 8, like the presets.
 TINY_TRANSFORMER_CONFIG = dict(

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, AutoModel
 
 from mgnt_hf import MGNTConfig, MGNTKVCache, MGNTTransformer, count_forward_flops
@@ -10,11 +10,6 @@ from mgnt_hf.configuration_mgnt import preset_config
 
 TINY = dict(codebook_size=16, num_classes=3, token_grid=(4, 4), hidden_size=32, num_hidden_layers=2,
             num_attention_heads=4, intermediate_size=64, nested_widths=(8, 16, 32))
-
-# torch 2.13's FlopCounterMode has no formula for the CPU SDPA kernel (HF_NOTES).
-_CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-if _CPU_SDPA not in flop_registry:
-    register_flop_formula(_CPU_SDPA)(lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v))
 
 
 def tiny_model(seed=0, **overrides):

@@ -10,16 +10,11 @@ import pytest
 import torch
 from conftest import make_tiny_transformer, make_tiny_vqvae
 from fake_hub import fake_hub_server, run_client  # noqa: F401  (fixture import)
-from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode
 
 from mgnt_hf import MGNTConfig, MGNTPipeline, MGNTScheduler, count_forward_flops
 from mgnt_hf.configuration_mgnt import preset_config
 from mgnt_hf.masking import num_masked_after_step
-
-# torch 2.13's FlopCounterMode has no formula for the CPU SDPA kernel (HF_NOTES).
-_CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-if _CPU_SDPA not in flop_registry:
-    register_flop_formula(_CPU_SDPA)(lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v))
 
 BASELINE = dict(width_schedule=[[1.0, 12]], use_cache=False)
 

@@ -14,15 +14,10 @@ from conftest import (
     make_tiny_vqvae,
 )
 from fake_hub import fake_hub_server, run_client  # noqa: F401  (fixture import)
-from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode
 
 from mgnt_hf import MGNTPipeline, MGNTScheduler, MGNTVideoPipeline, export_to_video
 from mgnt_hf.video_io import decode_video
-
-# torch 2.13's FlopCounterMode has no formula for the CPU SDPA kernel (HF_NOTES).
-_CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-if _CPU_SDPA not in flop_registry:
-    register_flop_formula(_CPU_SDPA)(lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v))
 
 MASK_ID = 16  # the tiny transformer's codebook_size
 TOKENS_PER_LATENT_FRAME = 16  # 4x4
