@@ -1,7 +1,7 @@
 """Wall-clock speed of MaGNeTS decoding against the MaskGIT baseline, next to the FLOP saving.
 
 Each row is one (preset, batch size, setting) decode of ImageNet-256-shaped transformers with random
-weights (16x16 tokens, 1024 codes, 1000 classes, nested widths D/8..D; `preset_config`), 12 steps,
+weights (16x16 tokens, 1024 codes, 1000 classes, nested widths D/8..D; `MGNTConfig.from_preset`), 12 steps,
 classifier-free guidance on (both branches run), tokens only (`output_type="latent"`: the VQ decoder is
 the same for every setting and is not timed). Settings:
 
@@ -105,11 +105,10 @@ def build_pipeline(preset: str, device: str, dtype: str, seed: int = 0, config_o
     """A token-only `MGNTPipeline` around a randomly initialised transformer of `preset`."""
     import torch
 
-    from mgnt_hf import MGNTPipeline, MGNTScheduler, MGNTTransformer
-    from mgnt_hf.configuration_mgnt import preset_config
+    from mgnt_hf import MGNTConfig, MGNTPipeline, MGNTScheduler, MGNTTransformer
 
     torch.manual_seed(seed)
-    config = preset_config(preset, **(config_overrides or {}))
+    config = MGNTConfig.from_preset(preset, **(config_overrides or {}))
     transformer = MGNTTransformer(config).eval().to(device=device, dtype=getattr(torch, dtype))
     pipe = MGNTPipeline(transformer=transformer, vqvae=None, scheduler=MGNTScheduler())
     pipe.set_progress_bar_config(disable=True)

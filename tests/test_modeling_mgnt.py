@@ -6,7 +6,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, AutoModel
 
 from mgnt_hf import MGNTConfig, MGNTKVCache, MGNTTransformer, count_forward_flops
-from mgnt_hf.configuration_mgnt import preset_config
 
 TINY = dict(codebook_size=16, num_classes=3, token_grid=(4, 4), hidden_size=32, num_hidden_layers=2,
             num_attention_heads=4, intermediate_size=64, nested_widths=(8, 16, 32))
@@ -190,7 +189,7 @@ def test_analytic_flops_match_torch_for_full_and_cached_forwards(width, grid):
 
 
 def test_analytic_flops_scale_about_quadratically_with_width():
-    config = preset_config("B")
+    config = MGNTConfig.from_preset("B")
     full = count_forward_flops(config)
     assert 10 < full / count_forward_flops(config, 192) < 16
 
@@ -249,3 +248,64 @@ def test_cache_misuse_raises():
         model(ids, labels, cache=MGNTKVCache(model.config, batch_size=2))
     with pytest.raises(ValueError, match="batch_size"):
         MGNTKVCache(model.config, batch_size=0)
+
+
+# ---------------------------------------------------------------- width helpers and presets
+
+
+def test_width_at_fraction_of_and_heads_at_convert_between_fractions_widths_and_heads():
+    config = MGNTConfig(**TINY)
+    assert [config.width_at(fraction) for fraction in (0.25, 0.5, 1, 1.0)] == [8, 16, 32, 32]
+    assert config.width_at(0.25 + 5e-7 / 32) == 8  # within the tolerance of the scheduler's conversion
+    assert [config.fraction_of(width) for width in config.nested_widths] == [0.25, 0.5, 1.0]
+    assert [config.heads_at(width) for width in config.nested_widths] == [1, 2, 4]
+    for width in config.nested_widths:
+        assert config.width_at(config.fraction_of(width)) == width
+    thirds = MGNTConfig(**{**TINY, "hidden_size": 48, "num_attention_heads": 6, "intermediate_size": 96,
+                           "nested_widths": (16, 32, 48)})
+    assert [thirds.width_at(fraction) for fraction in (1 / 3, 2 / 3, 1.0)] == [16, 32, 48]
+
+
+@pytest.mark.parametrize("fraction", [0.125, 0.3, 0.25 + 1e-4, 2.0, 0.0, -0.25, float("nan"), True, "0.5"])
+def test_width_at_refuses_fractions_that_are_not_nested(fraction):
+    with pytest.raises(ValueError, match="fraction"):
+        MGNTConfig(**TINY).width_at(fraction)
+
+
+@pytest.mark.parametrize("width", [12, 64, None, 8.0, True])
+def test_fraction_of_refuses_widths_that_are_not_nested(width):
+    with pytest.raises(ValueError, match="nested_widths"):
+        MGNTConfig(**TINY).fraction_of(width)
+
+
+def test_width_at_agrees_with_the_schedulers_and_the_quality_rows_conversions():
+    from mgnt_hf import MGNTScheduler
+
+    config = MGNTConfig.from_preset("B")
+    fractions = [1 / 8, 0.25, 0.5, 1.0, 0.125 + 1e-9, 0.3, 0.5 + 1e-3, 1 / 3]
+    for fraction in fractions:
+        scheduler = MGNTScheduler()
+        scheduler.set_timesteps(width_schedule=[[fraction, 1]])
+        try:
+            expected = scheduler.step_widths(config.hidden_size, config.nested_widths)[0]
+        except ValueError:
+            with pytest.raises(ValueError):
+                config.width_at(fraction)
+        else:
+            assert config.width_at(fraction) == expected
+    for width in config.nested_widths:  # quality.py: `width-<w>` rows run fraction width / hidden_size
+        assert config.fraction_of(width) == width / config.hidden_size
+
+
+def test_from_preset_builds_the_imagenet_shaped_presets_with_overrides():
+    config = MGNTConfig.from_preset("B")
+    assert isinstance(config, MGNTConfig)
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (768, 12, 16)
+    assert (config.codebook_size, config.num_classes, config.token_grid) == (1024, 1000, (16, 16))
+    assert config.nested_widths == (96, 192, 384, 768)
+    small = MGNTConfig.from_preset("S", hidden_size=64, num_attention_heads=8, intermediate_size=128,
+                                   token_grid=[4, 4], num_classes=3)
+    assert small.nested_widths == (8, 16, 32, 64) and small.token_grid == (4, 4) and small.num_classes == 3
+    assert MGNTConfig.from_preset("S", nested_widths=(256, 512)).nested_widths == (256, 512)
+    with pytest.raises(ValueError, match=r"unknown transformer preset 'XXL'; allowed: \['B', 'L', 'S', 'XL'\]"):
+        MGNTConfig.from_preset("XXL")

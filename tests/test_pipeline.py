@@ -13,7 +13,6 @@ from fake_hub import fake_hub_server, run_client  # noqa: F401  (fixture import)
 from torch.utils.flop_counter import FlopCounterMode
 
 from mgnt_hf import MGNTConfig, MGNTPipeline, MGNTScheduler, count_forward_flops
-from mgnt_hf.configuration_mgnt import preset_config
 from mgnt_hf.masking import num_masked_after_step
 
 BASELINE = dict(width_schedule=[[1.0, 12]], use_cache=False)
@@ -179,7 +178,8 @@ FASHION_MNIST_SHAPED = MGNTConfig(codebook_size=512, num_classes=10, token_grid=
                                   nested_widths=(32, 64, 128, 256))
 
 
-@pytest.mark.parametrize("config", [preset_config("B"), FASHION_MNIST_SHAPED], ids=["imagenet-B", "fashion-mnist"])
+@pytest.mark.parametrize("config", [MGNTConfig.from_preset("B"), FASHION_MNIST_SHAPED],
+                         ids=["imagenet-B", "fashion-mnist"])
 def test_default_schedule_with_cache_spends_at_least_4x_fewer_flops_than_maskgit(config):
     scheduler = MGNTScheduler()
     scheduler.set_timesteps()

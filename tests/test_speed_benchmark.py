@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mgnt_hf.configuration_mgnt import preset_config
+from mgnt_hf import MGNTConfig
 
 SPEED_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
 TINY_OVERRIDES = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=8, intermediate_size=128,
@@ -51,7 +51,7 @@ def test_one_row_per_setting_with_its_ratios_to_the_baseline(result):
 
 def test_kv_cache_size_is_one_layer_stack_for_both_guidance_branches(result):
     rows = {row["setting"]: row for row in result[1]["rows"]}
-    config = preset_config("S", **TINY_OVERRIDES)
+    config = MGNTConfig.from_preset("S", **TINY_OVERRIDES)
     # keys and values, every layer, 2 x 2 sequences (guidance), all heads, class token + 16 positions, float32
     expected = 2 * config.num_hidden_layers * 4 * config.num_attention_heads * 17 * config.head_dim * 4
     assert rows["magnets-cache"]["kv_cache_mb"] * 2**20 == expected

@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mgnt_hf import MGNTConfig, MGNTPipeline, MGNTScheduler, MGNTTransformer, MGNTVideoPipeline, MGNTVQModel
-from mgnt_hf.configuration_mgnt import PRESETS, preset_config
+from mgnt_hf.configuration_mgnt import PRESETS
 from mgnt_hf.data import ImageTransform, RESIZE_MODES, check_images, decode_image, id2label_from_dataset, \
     load_image_dataset, resolve_columns
 from mgnt_hf.masking import MASK_SCHEDULES
@@ -236,7 +236,7 @@ def build_transformer(args, vqvae: MGNTVQModel, id2label: dict[int, str]) -> MGN
             raise ValueError(f"give --transformer_config (a JSON file or a preset {sorted(PRESETS)}) or "
                              "--pretrained_transformer_name_or_path")
         if args.transformer_config in PRESETS:
-            config = preset_config(args.transformer_config, **data_fields)
+            config = MGNTConfig.from_preset(args.transformer_config, **data_fields)
         elif os.path.isfile(args.transformer_config):
             with open(args.transformer_config) as handle:
                 fields = json.load(handle)

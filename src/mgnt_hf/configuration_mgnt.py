@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 from transformers import PretrainedConfig
+
+# How far `fraction * hidden_size` may be from an integer and still name that width (float fractions such as
+# 0.125 or 1/3 of a hidden size divisible by 3 are not exact).
+WIDTH_FRACTION_TOLERANCE = 1e-6
 
 
 class MGNTConfig(PretrainedConfig):
@@ -149,6 +154,29 @@ class MGNTConfig(PretrainedConfig):
         """Attention heads of the nested model of width `width`."""
         return width // self.head_dim
 
+    def width_at(self, fraction: float) -> int:
+        """The nested width (channels) of width fraction `fraction` of `hidden_size`.
+
+        `fraction * hidden_size` must be within `WIDTH_FRACTION_TOLERANCE` of one of `nested_widths`, else
+        `ValueError` (its message lists the allowed fractions).
+        """
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not math.isfinite(fraction):
+            raise ValueError(f"width fraction must be a finite number, got {fraction!r}")
+        width = fraction * self.hidden_size
+        if abs(width - round(width)) > WIDTH_FRACTION_TOLERANCE or round(width) not in self.nested_widths:
+            raise ValueError(
+                f"width fraction {fraction} gives width {width:g} for hidden_size {self.hidden_size}, which is not "
+                f"one of nested_widths {list(self.nested_widths)}; allowed fractions: "
+                f"{[nested / self.hidden_size for nested in self.nested_widths]}"
+            )
+        return round(width)
+
+    def fraction_of(self, width: int) -> float:
+        """The width fraction `width / hidden_size` of nested width `width` (`ValueError` if it is not nested)."""
+        if width is None:
+            raise ValueError(f"width None is not one of nested_widths {list(self.nested_widths)}")
+        return self.check_width(width) / self.hidden_size
+
     def check_width(self, width: int | None) -> int:
         """Return `width` (the full width for `None`), or raise `ValueError` if it is not nested."""
         if width is None:
@@ -156,6 +184,20 @@ class MGNTConfig(PretrainedConfig):
         if isinstance(width, bool) or not isinstance(width, int) or width not in self.nested_widths:
             raise ValueError(f"width {width!r} is not one of nested_widths {list(self.nested_widths)}")
         return width
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MGNTConfig":
+        """An ImageNet-256-shaped preset (see `PRESETS`: `S`, `B`, `L`, `XL`) with nested widths D/8, D/4, D/2, D.
+
+        16x16 tokens, 1024 codes, 1000 classes; any field is overridden by keyword. The nested widths follow an
+        overridden `hidden_size` unless `nested_widths` is given too.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown transformer preset {name!r}; allowed: {sorted(PRESETS)}")
+        fields = dict(codebook_size=1024, num_classes=1000, token_grid=(16, 16), **PRESETS[name])
+        hidden_size = overrides.get("hidden_size", fields["hidden_size"])
+        fields["nested_widths"] = tuple(hidden_size // k for k in (8, 4, 2, 1))
+        return cls(**{**fields, **overrides})
 
 
 PRESETS = {
@@ -166,13 +208,3 @@ PRESETS = {
     "XL": dict(hidden_size=1280, num_hidden_layers=28, num_attention_heads=16, intermediate_size=5120),
 }
 
-
-def preset_config(name: str, **overrides) -> MGNTConfig:
-    """An ImageNet-256-shaped `MGNTConfig` preset (`S`, `B`, `L`, `XL`) with widths D/8, D/4, D/2, D."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown transformer preset {name!r}; allowed: {sorted(PRESETS)}")
-    fields = dict(codebook_size=1024, num_classes=1000, token_grid=(16, 16), **PRESETS[name])
-    hidden_size = overrides.get("hidden_size", fields["hidden_size"])
-    fields["nested_widths"] = tuple(hidden_size // k for k in (8, 4, 2, 1))
-    fields.update(overrides)
-    return MGNTConfig(**fields)

@@ -50,7 +50,7 @@ class MGNTKVCache:
         self.values = torch.empty(shape, dtype=dtype, device=device)
         # Row index `[B, 1]` that pairs with `[B, A]` positions in the advanced-index writes of cached passes.
         self.batch_index = torch.arange(batch_size, device=device)[:, None]
-        self.head_dim = config.head_dim
+        self.config = config
         self.width: int | None = None  # width of the last full pass; None until one has run
 
     @property
@@ -72,7 +72,7 @@ class MGNTKVCache:
 
     def layer(self, layer_index: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Views `[B, heads(width), 1 + N, head_dim]` of one layer's keys and values, and `batch_index [B, 1]`."""
-        heads = width // self.head_dim
+        heads = self.config.heads_at(width)
         return self.keys[layer_index, :, :heads], self.values[layer_index, :, :heads], self.batch_index
 
 
@@ -140,6 +140,7 @@ class MGNTEmbeddings(nn.Module):
 class MGNTAttention(nn.Module):
     def __init__(self, config: MGNTConfig):
         super().__init__()
+        self.config = config
         self.head_dim = config.head_dim
         self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
@@ -156,7 +157,7 @@ class MGNTAttention(nn.Module):
         queries attend to the whole cache (their own fresh K/V plus everybody else's cached ones).
         """
         batch, length, _ = hidden_states.shape
-        heads = width // self.head_dim
+        heads = self.config.heads_at(width)
 
         def project(linear):  # [B, L, width] -> [B, heads, L, head_dim]
             return _sliced_linear(linear, hidden_states, width, width).view(
