@@ -103,7 +103,7 @@ def test_generate_video_writes_a_tiled_gif(saved_video_pipeline, tmp_path, capsy
 def test_generate_video_predicts_from_a_context_video(saved_video_pipeline, tmp_path, capsys):
     import numpy as np
 
-    from mgnt_hf.video_io import write_video
+    from mgnt_hf.video_utils import write_video
 
     context = tmp_path / "context.mkv"  # lossless, keeps grayscale
     frames = np.zeros((4, 16, 16, 1), dtype=np.uint8)

@@ -28,7 +28,7 @@ from mgnt_hf.data import (
     read_fashion_mnist,
     read_idx,
     resolve_columns,
-    with_image_transform,
+    with_pixel_transform,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,14 +228,14 @@ def test_runtime_bad_image_raises_naming_the_file_or_is_dropped(tmp_path):
     dataset = load_image_folder(str(root))
     broken = [i for i, value in enumerate(dataset["image"]) if value["path"].endswith("broken.png")][0]
     transform = ImageTransform(num_channels=3, resolution=16, resize_mode="resize")
-    strict = with_image_transform(dataset, transform, "image", "label")
+    strict = with_pixel_transform(dataset, transform, "image", "label")
     with pytest.raises(BadImageError, match="broken.png"):
         strict[broken]
-    lenient = with_image_transform(dataset, transform, "image", "label", skip_bad_images=True)
+    lenient = with_pixel_transform(dataset, transform, "image", "label", skip_bad=True)
     batch = collate_examples([lenient[0], lenient[broken]])
     assert batch["pixel_values"].shape == (1, 3, 16, 16)
-    assert batch["labels"].tolist() == [0]
-    with pytest.raises(ValueError, match="every image of a batch"):
+    assert batch["class_labels"].tolist() == [0]
+    with pytest.raises(ValueError, match="every example of a batch"):
         collate_examples([lenient[broken]])
 
 

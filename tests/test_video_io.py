@@ -1,4 +1,5 @@
-"""mgnt_hf.video_io: writing/decoding videos (PyAV), loading video datasets, the clip transform, checking, batching."""
+"""mgnt_hf.video_io and mgnt_hf.video_utils: writing/decoding videos (PyAV), loading video datasets, the clip
+transform, checking, batching with mgnt_hf.data's with_pixel_transform and collate_examples."""
 
 import logging
 from pathlib import Path
@@ -10,21 +11,20 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from mgnt_hf.data import collate_examples, with_pixel_transform
 from mgnt_hf.video_io import (
     FRAME_EXTENSIONS,
     VIDEO_EXTENSIONS,
     BadVideoError,
     VideoTransform,
     check_videos,
-    collate_video_examples,
     decode_video,
     load_video_dataset,
     load_video_folder,
     resolve_video_columns,
     select_listed_clips,
-    with_video_transform,
-    write_video,
 )
+from mgnt_hf.video_utils import write_video
 
 torch.set_num_threads(1)
 
@@ -423,7 +423,7 @@ def test_video_transform_rejects_bad_fields(fields, message):
 
 
 # ----------------------------------------------------------------------------------------------
-# check_videos, with_video_transform, collate
+# check_videos, with_pixel_transform, collate_examples
 
 
 def mixed_dataset(tmp_path):
@@ -459,32 +459,34 @@ def test_check_videos_skips_bad_rows_with_warnings(tmp_path, caplog):
         check_videos(short_only, "video", transform, skip_bad_videos=True)
 
 
-def test_with_video_transform_and_collate_batch_array_videos():
+def test_with_pixel_transform_and_collate_batch_array_videos():
     videos = [moving_square(), moving_square(value=100)]
     dataset = array3d_dataset(videos, [1, 0])
     transform = VideoTransform(num_frames=4, num_channels=3, resolution=8, resize_mode="resize")
     checked = check_videos(dataset, "video", transform)
-    loader = DataLoader(with_video_transform(checked, transform, "video", "label"), batch_size=2,
-                        collate_fn=collate_video_examples)
+    loader = DataLoader(with_pixel_transform(checked, transform, "video", "label"), batch_size=2,
+                        collate_fn=collate_examples)
     batch = next(iter(loader))
     assert batch["pixel_values"].shape == (2, 3, 4, 8, 8)
     assert batch["class_labels"].tolist() == [1, 0] and batch["class_labels"].dtype == torch.long
     torch.testing.assert_close(batch["pixel_values"][1], transform(videos[1]))
-    unlabeled = with_video_transform(checked, transform, "video")
-    assert set(collate_video_examples([unlabeled[0]])) == {"pixel_values"}
+    unlabeled = with_pixel_transform(checked, transform, "video")
+    assert set(collate_examples([unlabeled[0]])) == {"pixel_values"}
 
 
-def test_with_video_transform_skips_bad_rows_only_when_asked(tmp_path, caplog):
+def test_with_pixel_transform_skips_bad_videos_only_when_asked(tmp_path, caplog):
     dataset = mixed_dataset(tmp_path)
     transform = VideoTransform(num_frames=4, num_channels=1, resolution=8)
     with pytest.raises(BadVideoError, match="need at least 4"):
-        with_video_transform(dataset, transform, "video", "label")[1]
-    skipping = with_video_transform(dataset, transform, "video", "label", skip_bad_videos=True)
-    rows = [skipping[i] for i in range(4)]
-    assert rows[1]["pixel_values"] is None and rows[2]["pixel_values"] is None
-    with caplog.at_level(logging.WARNING, logger="mgnt_hf.video_io"):
-        batch = collate_video_examples(rows)
+        with_pixel_transform(dataset, transform, "video", "label")[1]
+    skipping = with_pixel_transform(dataset, transform, "video", "label", skip_bad=True)
+    with caplog.at_level(logging.WARNING, logger="mgnt_hf.data"):
+        rows = [skipping[i] for i in range(4)]
+        assert rows[1]["pixel_values"] is None and rows[2]["pixel_values"] is None
+        assert any("skipping bad video: video file" in record.message and "short.gif" in record.message
+                   for record in caplog.records)
+        batch = collate_examples(rows)
     assert batch["pixel_values"].shape == (2, 1, 4, 8, 8) and batch["class_labels"].tolist() == [0, 0]
-    assert any("dropped 2 bad video(s)" in record.message for record in caplog.records)
-    with pytest.raises(ValueError, match="every video of a batch of 2 was bad"):
-        collate_video_examples(rows[1:3])
+    assert any("dropped 2 bad example(s)" in record.message for record in caplog.records)
+    with pytest.raises(ValueError, match="every example of a batch of 2 was bad"):
+        collate_examples(rows[1:3])

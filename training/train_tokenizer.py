@@ -66,10 +66,10 @@ from mgnt_hf.data import (
     collate_examples,
     load_image_dataset,
     resolve_columns,
-    with_image_transform,
+    with_pixel_transform,
 )
 from mgnt_hf.modeling_vq import frames_to_batch
-from mgnt_hf.video_io import VideoTransform, check_videos, load_video_dataset, resolve_video_columns, with_video_transform
+from mgnt_hf.video_io import VideoTransform, check_videos, load_video_dataset, resolve_video_columns
 from mgnt_hf.training_utils import (
     StopSignalGuard,
     check_finite_losses,
@@ -270,9 +270,9 @@ def build_video_datasets(args, config: MGNTVQConfig):
         if validation is not None:
             validation = check_videos(validation, video_column, eval_transform,
                                       skip_bad_videos=args.skip_bad_images, num_proc=num_proc)
-    train = with_video_transform(train, transform, video_column)
+    train = with_pixel_transform(train, transform, video_column)
     if validation is not None:
-        validation = with_video_transform(validation, eval_transform, video_column)
+        validation = with_pixel_transform(validation, eval_transform, video_column)
     return train, validation
 
 
@@ -294,10 +294,9 @@ def build_datasets(args, config: MGNTVQConfig):
     train_transform = ImageTransform(config.num_channels, config.resolution, args.resize_mode, args.random_flip)
     eval_mode = "center_crop" if args.resize_mode == "random_crop" else args.resize_mode
     eval_transform = ImageTransform(config.num_channels, config.resolution, eval_mode, random_flip=False)
-    train = with_image_transform(train, train_transform, image_column, skip_bad_images=args.skip_bad_images)
+    train = with_pixel_transform(train, train_transform, image_column, skip_bad=args.skip_bad_images)
     if validation is not None:
-        validation = with_image_transform(validation, eval_transform, image_column,
-                                          skip_bad_images=args.skip_bad_images)
+        validation = with_pixel_transform(validation, eval_transform, image_column, skip_bad=args.skip_bad_images)
     return train, validation
 
 

@@ -13,7 +13,8 @@ from .modeling_vq import MGNTVQModel, MGNTVQModelOutput
 from .evaluation import MGNTFeatureClassifier, MGNTFeatureClassifierConfig
 from .scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, MGNTScheduler, MGNTSchedulerOutput
 from .pipeline_mgnt import MGNTPipeline, MGNTPipelineOutput
-from .pipeline_mgnt_video import MGNTVideoPipeline, MGNTVideoPipelineOutput, export_to_video
+from .pipeline_mgnt_video import MGNTVideoPipeline, MGNTVideoPipelineOutput
+from .video_utils import export_to_video
 from .resources import shipped
 
 AutoConfig.register("mgnt", MGNTConfig, exist_ok=True)

@@ -259,7 +259,8 @@ def generate_video(args: argparse.Namespace) -> int:
     import torch
 
     from .pipeline_mgnt_video import MGNTVideoPipeline
-    from .video_io import decode_video, write_video
+    from .video_io import decode_video
+    from .video_utils import write_video
 
     if args.videos_per_label < 1:
         raise ValueError(f"--videos-per-label must be a positive integer, got {args.videos_per_label}")

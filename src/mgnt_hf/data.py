@@ -7,8 +7,9 @@ dataset = load_image_dataset(dataset_name="data/fashion-mnist", split="train")  
 image_column, label_column = resolve_columns(dataset, image_column=None, label_column="label")
 dataset = check_images(dataset, image_column, skip_bad_images=False)             # before training starts
 transform = ImageTransform(num_channels=1, resolution=32, resize_mode="pad")
-dataset = with_image_transform(dataset, transform, image_column, label_column)
+dataset = with_pixel_transform(dataset, transform, image_column, label_column)    # videos: a VideoTransform
 loader = DataLoader(dataset, batch_size=64, shuffle=True, collate_fn=collate_examples)
+# batch["pixel_values"]: [B, C, H, W] in [-1, 1]; batch["class_labels"]: [B] long
 id2label = id2label_from_dataset(dataset, label_column)
 ```
 
@@ -26,6 +27,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -223,7 +225,7 @@ def check_images(dataset, image_column: str, skip_bad_images: bool = False, num_
 
     Bad images (unreadable, truncated, unsupported mode) raise `ValueError` listing up to
     `max_reported` of them, or with `skip_bad_images` are dropped with a logged warning each. The
-    image column comes back undecoded (`Image(decode=False)`), ready for `with_image_transform`.
+    image column comes back undecoded (`Image(decode=False)`), ready for `with_pixel_transform`.
     """
     dataset = _undecoded(dataset, image_column)
 
@@ -348,6 +350,24 @@ class ImageTransform:
             top = int(torch.randint(0, image.height - height + 1, ()).item())
         return image.crop((left, top, left + width, top + height))
 
+    # What `with_pixel_transform` and `check_images` need to read a dataset column (shared with VideoTransform).
+    kind: ClassVar[str] = "image"
+    bad_value_errors: ClassVar[tuple[type[Exception], ...]] = (BadImageError,)
+
+    @staticmethod
+    def prepare_column(dataset, column: str):
+        """The dataset with its image column undecoded (`Image(decode=False)`); `ValueError` if it is no image."""
+        return _undecoded(dataset, column)
+
+    def load(self, value) -> torch.Tensor:
+        """One stored image (a `datasets` value, a path or a PIL image) -> `[C, H, W]`."""
+        return self(decode_image(value))
+
+    @staticmethod
+    def describe(value, row: int | None = None) -> str:
+        """How messages name a stored image: its file, else its row."""
+        return _describe(value, row)
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = self.resize(self.to_mode(image))
         if self.random_flip and bool(torch.rand(()) < 0.5):
@@ -358,42 +378,50 @@ class ImageTransform:
         return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
 
 
-def with_image_transform(dataset, transform: ImageTransform, image_column: str, label_column: str | None = None,
-                         skip_bad_images: bool = False):
-    """The dataset, decoding and transforming images on access: rows become
-    `{"pixel_values": [C, H, W], "labels": int}` (no labels without `label_column`).
+def with_pixel_transform(dataset, transform, column: str, label_column: str | None = None, skip_bad: bool = False):
+    """The dataset, reading and transforming images or videos on access: rows become
+    `{"pixel_values": tensor, "class_labels": int}` (no labels without `label_column`).
 
-    A bad image raises `BadImageError` naming its file; with `skip_bad_images` its row becomes
-    `None`, which `collate_examples` drops with a warning (run `check_images` first to avoid both).
+    `transform` is an `ImageTransform` (`pixel_values` `[C, H, W]`) or a `mgnt_hf.video_io.VideoTransform`
+    (`[C, T, H, W]`): it says how `column` is read (`prepare_column`, `load`) and which errors mean a bad value.
+    A bad value raises (`BadImageError` naming its file; `BadVideoError`, or `OSError` for a missing video file);
+    with `skip_bad` its row becomes `None`, which `collate_examples` drops with a warning (run `check_images` or
+    `check_videos` first to avoid both).
     """
-    dataset = _undecoded(dataset, image_column)
+    dataset = transform.prepare_column(dataset, column)
 
     def apply(batch):
         pixel_values = []
-        for value in batch[image_column]:
+        for value in batch[column]:
             try:
-                pixel_values.append(transform(decode_image(value)))
-            except BadImageError as error:
-                if not skip_bad_images:
+                pixel_values.append(transform.load(value))
+            except transform.bad_value_errors as error:
+                if not skip_bad:
                     raise
-                logger.warning("skipping bad image: %s", error)
+                described = transform.describe(value)
+                logger.warning("skipping bad %s: %s", transform.kind,
+                               error if described in str(error) else f"{described}: {error}")
                 pixel_values.append(None)
         output = {"pixel_values": pixel_values}
         if label_column is not None:
-            output["labels"] = list(batch[label_column])
+            output["class_labels"] = list(batch[label_column])
         return output
 
     return dataset.with_transform(apply)
 
 
 def collate_examples(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack `pixel_values` to `[B, C, H, W]` (and `labels` to `[B]` long), dropping skipped (None) images."""
+    """Stack `pixel_values` to `[B, C, H, W]` (images) or `[B, C, T, H, W]` (videos), and `class_labels` to `[B]`
+    long; rows skipped as bad (`pixel_values` None) are dropped with a warning."""
     kept = [example for example in examples if example["pixel_values"] is not None]
+    if len(kept) < len(examples):
+        logger.warning("dropped %d bad example(s) from a batch of %d", len(examples) - len(kept), len(examples))
     if not kept:
-        raise ValueError(f"every image of a batch of {len(examples)} was bad; run check_images before training")
+        raise ValueError(f"every example of a batch of {len(examples)} was bad; run check_images (or check_videos) "
+                         f"before training")
     batch = {"pixel_values": torch.stack([example["pixel_values"] for example in kept])}
-    if "labels" in kept[0]:
-        batch["labels"] = torch.tensor([int(example["labels"]) for example in kept], dtype=torch.long)
+    if "class_labels" in kept[0]:
+        batch["class_labels"] = torch.tensor([int(example["class_labels"]) for example in kept], dtype=torch.long)
     return batch
 
 

@@ -4,8 +4,8 @@ with nested widths and a KV cache as images) -> frames.
 Two tasks (DESIGN §1, Video): class-conditional generation (UCF101-like) and frame prediction (Kinetics600-like),
 where the tokens of the given first frames are fixed and never masked. The decode loop itself is
 `MGNTPipeline._decode_tokens`; this file adds what differs for video: the context frames (checked, encoded once
-by the causal video tokenizer, placed in the start grid), the output layouts of frames, the model card and
-`export_to_video`.
+by the causal video tokenizer, placed in the start grid), the output layouts of frames and the model card
+(`mgnt_hf.video_utils.export_to_video` writes a video of the output to a file).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from diffusers.utils import BaseOutput
 from huggingface_hub import ModelCard, ModelCardData
 
 from .pipeline_mgnt import MGNTPipeline
-from .video_io import write_video
 
 
 @dataclass
@@ -423,41 +422,3 @@ class MGNTVideoPipeline(MGNTPipeline):
             metrics=metrics,
             license=license,
         )
-
-
-def export_to_video(frames, output_path: str | os.PathLike, fps: int = 8) -> str:
-    """Write one video of a pipeline output to `output_path` (`.mp4` through PyAV or `.gif` through PIL, by
-    `mgnt_hf.video_io.write_video`); return the path.
-
-    Args:
-        frames: one video: `np.ndarray` `[T, H, W, C]` or `[T, H, W]` in [0, 1] (`out.frames[i]` of
-            `output_type="np"`; uint8 in [0, 255] also accepted), `torch.Tensor` `[T, C, H, W]` in [0, 1]
-            (`output_type="pt"`), or a list of PIL frames (`output_type="pil"`).
-        output_path: the file to write; its suffix picks the format.
-        fps (`int`): frames per second.
-    """
-    if isinstance(frames, torch.Tensor):
-        if frames.dim() != 4:
-            raise ValueError(f"a torch video must be [T, C, H, W] in [0, 1], got {list(frames.shape)}")
-        frames = frames.detach().float().cpu().permute(0, 2, 3, 1).numpy()
-    elif isinstance(frames, (list, tuple)):
-        if not frames or not all(isinstance(frame, PIL.Image.Image) for frame in frames):
-            raise ValueError("a list video must be a non-empty list of PIL frames")
-        if len({(frame.mode, frame.size) for frame in frames}) != 1:
-            raise ValueError(f"PIL frames must share mode and size, got "
-                             f"{sorted({(frame.mode, frame.size) for frame in frames})}")
-        frames = np.stack([np.asarray(frame) for frame in frames])
-    elif not isinstance(frames, np.ndarray):
-        raise ValueError(f"frames must be a numpy array [T, H, W, C], a torch tensor [T, C, H, W] or a list of PIL "
-                         f"frames, got {type(frames).__name__}")
-    if frames.ndim not in (3, 4) or frames.shape[0] == 0:
-        raise ValueError(f"frames must be one video [T, H, W, C] or [T, H, W], got shape {list(frames.shape)}")
-    if frames.dtype != np.uint8:
-        if not np.issubdtype(frames.dtype, np.floating):
-            raise ValueError(f"frames must be floats in [0, 1] or uint8, got dtype {frames.dtype}")
-        if not np.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
-            raise ValueError(f"float frames must be in [0, 1], got values in [{np.nanmin(frames):g}, "
-                             f"{np.nanmax(frames):g}]")
-        frames = (frames * 255).round().astype(np.uint8)
-    write_video(frames, output_path, fps=fps)
-    return os.fspath(output_path)

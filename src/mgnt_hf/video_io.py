@@ -1,7 +1,8 @@
-"""Video data for the training scripts: loading, decoding, checking, transforming, batching, writing.
+"""Video data for the training scripts: loading, decoding, checking, transforming.
 
 The video counterpart of `mgnt_hf.data` (same conventions, and its image helpers are reused for
-single frames). Typical use (what `training/train_tokenizer.py` and `training/train_mgnt.py` do
+single frames; batching is `mgnt_hf.data`'s, for images and videos alike). Writing video files is
+`mgnt_hf.video_utils.write_video`. Typical use (what `training/train_tokenizer.py` and `training/train_mgnt.py` do
 for video data):
 
 ```python
@@ -9,8 +10,8 @@ dataset = load_video_dataset(dataset_name="data/moving-fashion-mnist", split="tr
 video_column, label_column = resolve_video_columns(dataset, video_column=None, label_column="label")
 transform = VideoTransform(num_frames=16, num_channels=1, resolution=32, resize_mode="pad")
 dataset = check_videos(dataset, video_column, transform)                               # before training starts
-dataset = with_video_transform(dataset, transform, video_column, label_column)
-loader = DataLoader(dataset, batch_size=8, shuffle=True, collate_fn=collate_video_examples)
+dataset = with_pixel_transform(dataset, transform, video_column, label_column)        # from mgnt_hf.data
+loader = DataLoader(dataset, batch_size=8, shuffle=True, collate_fn=collate_examples)  # from mgnt_hf.data
 # batch["pixel_values"]: [B, C, T, H, W] in [-1, 1]; batch["class_labels"]: [B] long
 ```
 
@@ -43,12 +44,11 @@ from __future__ import annotations
 
 import io
 import logging
-import numbers
 import os
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -56,29 +56,13 @@ from PIL import Image
 
 from .data import BadImageError, ImageTransform, decode_image, drop_or_report_bad_rows, load_image_dataset, \
     resolve_columns
+from .video_utils import BadVideoError, as_uint8_video, import_av, stack_frames, video_frames
 
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif")
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CLIP_STARTS = ("start", "center")
-
-# Extension -> (PyAV encoder, pixel format; None = gray or RGB as given). FFV1 in .mkv is lossless.
-VIDEO_WRITERS = {
-    ".mp4": ("libx264", "yuv420p"),
-    ".webm": ("libvpx-vp9", "yuv420p"),
-    ".avi": ("mpeg4", "yuv420p"),
-    ".mkv": ("ffv1", None),
-}
-WRITE_EXTENSIONS = (".gif", *VIDEO_WRITERS)
-# High quality for the lossy encoders: x264's CRF 18 is "visually lossless", VP9 in constant-quality
-# mode (b=0), MPEG-4 at fixed quantiser 2 (ffmpeg's `-q:v 2`; its default 200 kb/s smears small clips).
-ENCODER_OPTIONS = {"libx264": {"crf": "18"}, "libvpx-vp9": {"crf": "20", "b": "0"},
-                   "mpeg4": {"flags": "+qscale", "global_quality": "236"}}
-
-
-class BadVideoError(ValueError):
-    """A video that cannot be decoded, has an unsupported shape or is too short; the message names its source."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,60 +275,7 @@ def decode_video(value, row: int | None = None) -> np.ndarray:
         if not os.path.isfile(path):
             raise OSError(f"{_describe(path, row)} does not exist")
         return _decode_with_pyav(path, _describe(path, row))
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, (list, tuple)) and value and isinstance(value[0], Image.Image):
-        return _stack_images(list(value), _describe(value, row))
-    if isinstance(value, (list, tuple, np.ndarray)):
-        try:
-            array = np.asarray(value)
-        except ValueError as error:  # ragged nested lists: frames of different sizes
-            raise BadVideoError(f"{_describe(value, row)}: frames do not form one array: {error}") from error
-        return _as_uint8_video(array, _describe(value, row))
-    raise BadVideoError(f"{_describe(value, row)}: unsupported value of type {type(value).__name__}; expected an "
-                        "array, a list of frames, a path or a {'path', 'bytes'} dict")
-
-
-def _as_uint8_video(array: np.ndarray, description: str) -> np.ndarray:
-    """Array `[T, H, W]` / `[T, H, W, C]` -> uint8 `[T, H, W, C]`; integers must be 8-bit values, floats in [0, 1]."""
-    if array.ndim == 3:
-        array = array[..., None]
-    if array.ndim != 4 or array.shape[-1] not in (1, 3):
-        raise BadVideoError(f"{description}: expected frames [T, H, W] or [T, H, W, C] with C in (1, 3), got shape "
-                            f"{list(array.shape)}")
-    if 0 in array.shape:
-        raise BadVideoError(f"{description} is empty (shape {list(array.shape)})")
-    if array.dtype == np.uint8:
-        return array
-    if np.issubdtype(array.dtype, np.integer):
-        low, high = int(array.min()), int(array.max())
-        if low < 0 or high > 255:
-            raise BadVideoError(f"{description}: integer pixels must be 8-bit values in [0, 255], got [{low}, {high}]")
-        return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        low, high = float(array.min()), float(array.max())
-        if not (0.0 <= low and high <= 1.0):  # also rejects NaN
-            raise BadVideoError(f"{description}: float pixels must be in [0, 1], got [{low}, {high}]")
-        return np.round(array * 255.0).astype(np.uint8)
-    raise BadVideoError(f"{description}: unsupported pixel dtype {array.dtype}; expected uint8, 8-bit integers or "
-                        "floats in [0, 1]")
-
-
-def _stack_images(images: list, description: str) -> np.ndarray:
-    """PIL frames -> uint8 `[T, H, W, C]`: C=1 when every frame is grayscale, else RGB."""
-    if not all(isinstance(image, Image.Image) for image in images):
-        raise BadVideoError(f"{description}: a list of frames must hold only PIL images or only arrays")
-    grayscale = all(image.mode in ("1", "L", "I;16", "I;16L", "I;16B") for image in images)
-    # ImageTransform.to_mode converts faithfully (16-bit gray scaled, palettes expanded); size is unused here.
-    to_mode = ImageTransform(num_channels=1 if grayscale else 3, resolution=1).to_mode
-    sizes = {image.size for image in images}
-    if len(sizes) > 1:
-        raise BadVideoError(f"{description}: frames have different sizes (width, height): {sorted(sizes)}")
-    try:
-        frames = [np.asarray(to_mode(image)) for image in images]
-    except (OSError, ValueError) as error:
-        raise BadVideoError(f"cannot convert the frames of {description}: {error}") from error
-    return _as_uint8_video(np.stack(frames), description)
+    return video_frames(value, _describe(value, row))
 
 
 def _decode_frame_folder(folder: str, description: str) -> np.ndarray:
@@ -359,21 +290,12 @@ def _decode_frame_folder(folder: str, description: str) -> np.ndarray:
             frames.append(decode_image(os.path.join(folder, name)))
         except BadImageError as error:
             raise BadVideoError(f"{description}: bad frame: {error}") from error
-    return _stack_images(frames, description)
-
-
-def _import_av():
-    try:
-        import av
-    except ImportError as error:
-        raise ImportError("reading and writing video files needs PyAV: pip install 'mgnt_hf[video]' "
-                          "(or: pip install av)") from error
-    return av
+    return stack_frames(frames, description)
 
 
 def _decode_with_pyav(source, description: str) -> np.ndarray:
     """Every frame of the first video stream of a file path or `BytesIO`; grayscale pixel formats keep C=1."""
-    av = _import_av()
+    av = import_av()
     frames = []
     try:
         with av.open(source, mode="r") as container:
@@ -394,11 +316,11 @@ def _decode_with_pyav(source, description: str) -> np.ndarray:
     if len({frame.shape for frame in frames}) > 1:
         sizes = sorted({frame.shape for frame in frames})
         raise BadVideoError(f"{description}: frame size changes within the video: {sizes}")
-    return _as_uint8_video(np.stack(frames), description)
+    return as_uint8_video(np.stack(frames), description)
 
 
 # ----------------------------------------------------------------------------------------------
-# Transform, checking, batching
+# Transform and checking
 
 
 @dataclass
@@ -453,6 +375,24 @@ class VideoTransform:
         start = 0 if self.clip_start == "start" else (total_frames - self.span) // 2
         return list(range(start, start + self.span, self.frame_stride))
 
+    # What `mgnt_hf.data.with_pixel_transform` and `check_videos` need to read a dataset column (as ImageTransform).
+    kind: ClassVar[str] = "video"
+    bad_value_errors: ClassVar[tuple[type[Exception], ...]] = (BadVideoError, OSError)
+
+    @staticmethod
+    def prepare_column(dataset, column: str):
+        """The dataset with a `Video` column undecoded (`Video(decode=False)`); other columns as they are."""
+        return _undecoded_videos(dataset, column)
+
+    def load(self, value) -> torch.Tensor:
+        """One stored video (anything `decode_video` reads) -> `[C, T, H, W]`."""
+        return self(value)
+
+    @staticmethod
+    def describe(value, row: int | None = None) -> str:
+        """How messages name a stored video: its file or frame folder (and row), else its row."""
+        return _describe(value, row)
+
     def __call__(self, value) -> torch.Tensor:
         video = decode_video(value)  # [T, H, W, C] uint8
         if video.shape[0] < self.span:
@@ -483,7 +423,7 @@ def check_videos(dataset, video_column: str, transform: VideoTransform, skip_bad
     Bad videos (unreadable, wrong shape, fewer frames than `transform` needs, missing files)
     raise `BadVideoError` listing up to `max_reported` of them by row and file, or with
     `skip_bad_videos` are dropped with a logged warning each. A `Video` column comes back as
-    `Video(decode=False)`, ready for `with_video_transform`.
+    `Video(decode=False)`, ready for `mgnt_hf.data.with_pixel_transform`.
     """
     dataset = _undecoded_videos(dataset, video_column)
 
@@ -499,104 +439,3 @@ def check_videos(dataset, video_column: str, transform: VideoTransform, skip_bad
                                    skip_flag="--skip_bad_videos (--skip_bad_images in the training scripts)",
                                    num_proc=num_proc, max_reported=max_reported, batch_size=16,
                                    error_type=BadVideoError)
-
-
-def with_video_transform(dataset, transform: VideoTransform, video_column: str, label_column: str | None = None,
-                         skip_bad_videos: bool = False):
-    """The dataset, decoding and transforming videos on access: rows become
-    `{"pixel_values": [C, T, H, W], "class_labels": int}` (no labels without `label_column`).
-
-    A bad video raises `BadVideoError` naming it; with `skip_bad_videos` its row becomes `None`,
-    which `collate_video_examples` drops with a warning (run `check_videos` first to avoid both).
-    """
-    dataset = _undecoded_videos(dataset, video_column)
-
-    def apply(batch):
-        pixel_values = []
-        for value in batch[video_column]:
-            try:
-                pixel_values.append(transform(value))
-            except (BadVideoError, OSError) as error:
-                if not skip_bad_videos:
-                    raise
-                logger.warning("skipping bad video %s: %s", _describe(value), error)
-                pixel_values.append(None)
-        output = {"pixel_values": pixel_values}
-        if label_column is not None:
-            output["class_labels"] = list(batch[label_column])
-        return output
-
-    return dataset.with_transform(apply)
-
-
-def collate_video_examples(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack `pixel_values` to `[B, C, T, H, W]` (and `class_labels` to `[B]` long), dropping skipped (None) videos."""
-    kept = [example for example in examples if example["pixel_values"] is not None]
-    if len(kept) < len(examples):
-        logger.warning("dropped %d bad video(s) from a batch of %d", len(examples) - len(kept), len(examples))
-    if not kept:
-        raise ValueError(f"every video of a batch of {len(examples)} was bad; run check_videos before training")
-    batch = {"pixel_values": torch.stack([example["pixel_values"] for example in kept])}
-    if "class_labels" in kept[0]:
-        batch["class_labels"] = torch.tensor([int(example["class_labels"]) for example in kept], dtype=torch.long)
-    return batch
-
-
-# ----------------------------------------------------------------------------------------------
-# Writing
-
-
-def write_video(frames, path: str | os.PathLike, fps: float = 8) -> str:
-    """Write frames to a video file; returns the path.
-
-    Args:
-        frames: uint8 `[T, H, W, C]` (C = 1 or 3) or `[T, H, W]`, or anything `decode_video`
-            accepts in memory (float frames in [0, 1], a list of PIL images or of arrays).
-        path: `.gif` (Pillow, looping, 256 colours per frame; Pillow merges runs of identical
-            consecutive frames into one longer frame, so those read back as fewer frames), `.mp4`
-            (H.264, yuv420p), `.webm` (VP9, yuv420p), `.avi` (MPEG-4 part 2, yuv420p) or `.mkv`
-            (FFV1, lossless, grayscale kept as one channel). The yuv420p formats need an even
-            height and width; grayscale frames are written as RGB there.
-        fps: frames per second (GIF stores frame durations in 1/100 s).
-
-    Raises `ValueError` for an unsupported extension, a bad fps, odd sizes for yuv420p or frames
-    that are not a video.
-    """
-    path = os.fspath(path)
-    extension = Path(path).suffix.lower()
-    if extension not in WRITE_EXTENSIONS:
-        raise ValueError(f"cannot write video {path}: extension {extension!r} not supported; use one of "
-                         f"{WRITE_EXTENSIONS}")
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not fps > 0:
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
-    if isinstance(frames, (str, os.PathLike, dict)):
-        raise ValueError(f"write_video takes frames (an array or a list of images), got {type(frames).__name__}")
-    video = decode_video(frames)  # [T, H, W, C] uint8
-    _, height, width, channels = video.shape
-
-    if extension == ".gif":
-        images = [Image.fromarray(frame[..., 0] if channels == 1 else frame) for frame in video]
-        images[0].save(path, save_all=True, append_images=images[1:], loop=0, duration=1000.0 / float(fps))
-        return path
-
-    av = _import_av()
-    codec, pixel_format = VIDEO_WRITERS[extension]
-    if pixel_format is None:
-        pixel_format = "gray" if channels == 1 else "bgr0"
-    elif height % 2 or width % 2:
-        raise ValueError(f"{extension} ({codec}, {pixel_format}) needs an even height and width, got {height}x{width}; "
-                         "crop or pad the frames, or write .mkv (lossless) or .gif")
-    if pixel_format != "gray" and channels == 1:
-        video = np.repeat(video, 3, axis=-1)
-    input_format = "gray" if pixel_format == "gray" else "rgb24"
-    with av.open(path, mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, pixel_format
-        stream.options = dict(ENCODER_OPTIONS.get(codec, {}))
-        for frame in video:
-            frame = frame[..., 0] if input_format == "gray" else frame
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=input_format)):
-                container.mux(packet)
-        for packet in stream.encode():  # flush the encoder's delayed frames
-            container.mux(packet)
-    return path
