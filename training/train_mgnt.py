@@ -51,7 +51,7 @@ from mgnt_hf.data import ImageTransform, RESIZE_MODES, check_images, decode_imag
 from mgnt_hf.masking import MASK_SCHEDULES
 from mgnt_hf.scheduling_mgnt import DEFAULT_WIDTH_SCHEDULE, WIDTH_SCHEDULE_PRESETS
 from mgnt_hf.nested_training import DISTILL_FROM, WIDTHS_PER_STEP, MGNTNestedTrainingObjective
-from mgnt_hf.token_cache import LABEL_COLUMN, TOKENS_COLUMN, tokenize_dataset
+from mgnt_hf.tokenized_dataset import LABEL_COLUMN, TOKENS_COLUMN, tokenize_dataset
 from mgnt_hf.video_io import VideoTransform, check_videos, load_video_dataset, resolve_video_columns
 from mgnt_hf.training_utils import EMAModel, StopSignalGuard, check_finite_losses, remove_incomplete_checkpoints, \
     resolve_resume_checkpoint, resume_position, save_checkpoint, epoch_dataloader, steps_per_epoch

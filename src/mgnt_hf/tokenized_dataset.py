@@ -1,4 +1,4 @@
-"""Tokenize an image dataset once with the VQ model and keep the tokens as a `datasets` Arrow dataset.
+"""Tokenize an image (or video) dataset once with the VQ model and keep the tokens as a `datasets` Arrow dataset.
 
 The transformer trains on token grids, never on pixels: encoding every image at every epoch
 would cost more than the transformer step itself. The cache folder's name is a fingerprint of
