@@ -150,8 +150,8 @@ def test_guidance_doubles_the_transformer_flops(tiny_pipeline):
 
 
 def planned_gflops_per_image(config, scheduler, use_cache=True, guided=True):
-    """DESIGN §1 by hand: full passes at the first step and at width changes; a cached step runs the tokens
-    masked before the previous step (still masked + just revealed)."""
+    """docs/design.md, "KV cache", by hand: full passes at the first step and at width changes; a cached step runs
+    the tokens masked before the previous step (still masked + just revealed)."""
     widths = scheduler.step_widths(config.hidden_size, config.nested_widths)
     steps, tokens = scheduler.num_inference_steps, config.num_grid_tokens
     masked_before = [tokens] + [num_masked_after_step("cosine", t, steps, tokens) for t in range(steps - 1)]

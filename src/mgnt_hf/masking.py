@@ -31,7 +31,8 @@ def mask_ratio(schedule: str, progress: float | torch.Tensor) -> float | torch.T
 
 
 def num_masked_after_step(schedule: str, step: int, num_steps: int, num_tokens: int) -> int:
-    """Tokens still masked after decoding step `step` (0-based) of `num_steps` (DESIGN §1).
+    """Tokens still masked after decoding step `step` (0-based) of `num_steps`
+    (docs/design.md, "Width schedule and decoding").
 
     `floor(N * ratio((step + 1) / T))`, lowered so that every step reveals at least one token
     (while any remain) and none stay masked after the last step.

@@ -1,4 +1,4 @@
-"""The MaskGIT objective with nested joint training (DESIGN §1, "Training").
+"""The MaskGIT objective with nested joint training (docs/design.md, "Training").
 
 Per example: draw `r ~ U(0, 1)`, mask `ceil(ratio(r) * N)` random positions, cross-entropy on
 the masked positions; replace the class label by the null class with probability
