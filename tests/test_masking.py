@@ -39,7 +39,7 @@ def test_training_counts_are_at_least_one_and_at_most_all():
 
 
 def test_unknown_schedule_raises():
-    with pytest.raises(ValueError, match=r"unknown mask_schedule 'square'; allowed: \['cosine', 'arccos', 'linear'\]"):
+    with pytest.raises(ValueError, match=r"mask_schedule must be one of 'cosine', 'arccos', 'linear'; got 'square'"):
         mask_ratio("square", 0.5)
 
 

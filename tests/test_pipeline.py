@@ -438,7 +438,7 @@ def test_unknown_output_type_raises(tiny_pipeline):
 
 
 def test_unknown_mask_schedule_raises(tiny_pipeline):
-    with pytest.raises(ValueError, match=r"unknown mask_schedule 'square'; allowed: \['cosine', 'arccos', 'linear'\]"):
+    with pytest.raises(ValueError, match=r"mask_schedule must be one of 'cosine', 'arccos', 'linear'; got 'square'"):
         MGNTScheduler.from_config(tiny_pipeline.scheduler.config, mask_schedule="square")
 
 

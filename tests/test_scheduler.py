@@ -229,7 +229,7 @@ def test_malformed_width_schedules_raise(width_schedule, message):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(mask_schedule="square"), "unknown mask_schedule 'square'"),
+    (dict(mask_schedule="square"), "mask_schedule must be one of .*; got 'square'"),
     (dict(guidance_schedule="cosine"), "unknown guidance_schedule 'cosine'"),
     (dict(temperature=-1.0), "temperature must be a finite number >= 0"),
     (dict(choice_temperature=float("nan")), "choice_temperature"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from .utils.checks import check_choice, check_finite_number, check_positive_int
+
 
 class MGNTVQConfig(PretrainedConfig):
     r"""
@@ -108,52 +110,55 @@ class MGNTVQConfig(PretrainedConfig):
         super().__post_init__(**kwargs)
 
     def _validate_vq_fields(self):
-        def is_positive_int(value):
-            return not isinstance(value, bool) and isinstance(value, int) and value >= 1
-
-        if self.num_channels not in (1, 3) or isinstance(self.num_channels, bool):
-            raise ValueError(f"MGNTVQConfig.num_channels must be 1 (grayscale) or 3 (RGB), got {self.num_channels!r}")
-        for name in ("codebook_size", "embedding_dim", "base_channels", "num_res_blocks", "norm_num_groups"):
-            if not is_positive_int(getattr(self, name)):
-                raise ValueError(f"MGNTVQConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        # Integer fields are stored back as `int` (a numpy integer from a caller would not serialise to JSON).
+        self.num_channels = check_choice("MGNTVQConfig.num_channels (1 grayscale, 3 RGB)",
+                                         check_positive_int("MGNTVQConfig.num_channels", self.num_channels), (1, 3))
+        for name in ("codebook_size", "embedding_dim", "base_channels", "num_res_blocks",
+                     "norm_num_groups", "num_temporal_res_blocks"):
+            setattr(self, name, check_positive_int(f"MGNTVQConfig.{name}", getattr(self, name)))
         if self.codebook_size < 2:
             raise ValueError(f"MGNTVQConfig.codebook_size must be at least 2, got {self.codebook_size}")
-        if not self.channel_multipliers or not all(is_positive_int(m) for m in self.channel_multipliers):
-            raise ValueError(
-                f"MGNTVQConfig.channel_multipliers must be a non-empty sequence of positive integers, "
-                f"got {self.channel_multipliers!r}"
-            )
+        if not self.channel_multipliers:
+            raise ValueError("MGNTVQConfig.channel_multipliers must be a non-empty sequence of positive integers, "
+                             "got ()")
+        self.channel_multipliers = tuple(check_positive_int(f"MGNTVQConfig.channel_multipliers[{index}]", multiplier)
+                                         for index, multiplier in enumerate(self.channel_multipliers))
         for channels in self.level_channels:
             if channels % self.norm_num_groups:
                 raise ValueError(
                     f"MGNTVQConfig.norm_num_groups ({self.norm_num_groups}) must divide every level's channels "
                     f"{list(self.level_channels)} (base_channels * channel_multipliers)"
                 )
-        if len(self.resolution) != 2 or not all(is_positive_int(size) for size in self.resolution):
+        if len(self.resolution) != 2:
             raise ValueError(
                 f"MGNTVQConfig.resolution must be a positive int or (H, W) of positive ints, got {self.resolution!r}"
             )
+        self.resolution = tuple(check_positive_int(f"MGNTVQConfig.resolution[{index}]", size)
+                                for index, size in enumerate(self.resolution))
         factor = self.downsample_factor
         if any(size % factor for size in self.resolution):
             raise ValueError(
                 f"MGNTVQConfig.resolution {self.resolution} is not divisible by the downsampling factor {factor} "
                 f"(2 ** (len(channel_multipliers) - 1) with channel_multipliers={self.channel_multipliers})"
             )
-        if not float(self.commitment_weight) >= 0.0:
-            raise ValueError(f"MGNTVQConfig.commitment_weight must be >= 0, got {self.commitment_weight!r}")
-        if not 0.0 < float(self.usage_decay) < 1.0:
+        check_finite_number("MGNTVQConfig.commitment_weight", self.commitment_weight, minimum=0)
+        # usage_decay in (0, 1): 1 would freeze the running usage. dead_code_threshold in [0, 1): at 1 every code
+        # used less than the uniform share would count as dead.
+        if check_finite_number("MGNTVQConfig.usage_decay", self.usage_decay, minimum=0, maximum=1,
+                               exclusive_minimum=True) == 1:
             raise ValueError(f"MGNTVQConfig.usage_decay must be in (0, 1), got {self.usage_decay!r}")
-        if not 0.0 <= float(self.dead_code_threshold) < 1.0:
+        if check_finite_number("MGNTVQConfig.dead_code_threshold", self.dead_code_threshold, minimum=0,
+                               maximum=1) == 1:
             raise ValueError(f"MGNTVQConfig.dead_code_threshold must be in [0, 1), got {self.dead_code_threshold!r}")
-        factor_t = self.temporal_downsample_factor
-        if not is_positive_int(factor_t) or factor_t & (factor_t - 1):
+        factor_t = self.temporal_downsample_factor = check_positive_int(
+            "MGNTVQConfig.temporal_downsample_factor (a power of two)", self.temporal_downsample_factor)
+        if factor_t & (factor_t - 1):
             raise ValueError(
                 f"MGNTVQConfig.temporal_downsample_factor must be a power of two (1, 2, 4, ...), got {factor_t!r}")
-        if not is_positive_int(self.num_temporal_res_blocks):
-            raise ValueError(
-                f"MGNTVQConfig.num_temporal_res_blocks must be a positive integer, got {self.num_temporal_res_blocks!r}")
         if self.num_frames is not None:
-            if not is_positive_int(self.num_frames) or self.num_frames % factor_t:
+            self.num_frames = check_positive_int("MGNTVQConfig.num_frames (a positive multiple of "
+                                                 "temporal_downsample_factor)", self.num_frames)
+            if self.num_frames % factor_t:
                 raise ValueError(
                     f"MGNTVQConfig.num_frames must be a positive multiple of temporal_downsample_factor ({factor_t}), "
                     f"got {self.num_frames!r}")

@@ -9,13 +9,14 @@ import math
 
 import torch
 
+from .utils.checks import check_choice
+
 MASK_SCHEDULES = ("cosine", "arccos", "linear")
 
 
 def check_mask_schedule(name: str) -> str:
-    if name not in MASK_SCHEDULES:
-        raise ValueError(f"unknown mask_schedule {name!r}; allowed: {list(MASK_SCHEDULES)}")
-    return name
+    """`name` if it is one of `MASK_SCHEDULES`, else `ValueError` listing them."""
+    return check_choice("mask_schedule", name, MASK_SCHEDULES)
 
 
 def mask_ratio(schedule: str, progress: float | torch.Tensor) -> float | torch.Tensor:

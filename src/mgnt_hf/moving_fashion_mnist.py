@@ -21,15 +21,10 @@ import datasets
 import numpy as np
 
 from .data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
+from .utils.checks import check_choice, check_finite_number, check_positive_int
 
 SPLIT_IDS = {"train": 0, "test": 1}
 ITEM_SIZE = 28
-
-
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _trajectory(rng: np.random.Generator, num_frames: int, span: int) -> np.ndarray:
@@ -70,8 +65,7 @@ def moving_fashion_mnist_video(images: np.ndarray, labels: np.ndarray, seed: int
                                distractor_intensity: float = 0.5) -> dict:
     """Video `index` of `split`: `{"video": uint8 [T, size, size], "label": class of the first item,
     "distractor_label": class of the second, "item_indices": [first, second] rows of images}`."""
-    if split not in SPLIT_IDS:
-        raise ValueError(f"split must be one of {sorted(SPLIT_IDS)}, got {split!r}")
+    check_choice("split", split, SPLIT_IDS)
     rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
     picks = rng.integers(0, len(images), size=2)
     span = size - ITEM_SIZE
@@ -106,19 +100,21 @@ def build_moving_fashion_mnist(num_videos: dict[str, int], seed: int = 0, num_fr
 
     Columns: `video` (uint8 `Array3D [num_frames, size, size]`), `label` and `distractor_label`
     (`ClassLabel`s with the Fashion-MNIST names)."""
-    num_frames = _check_positive_int("num_frames", num_frames)
-    size = _check_positive_int("size", size, minimum=ITEM_SIZE + 1)
-    if not 0.0 < float(distractor_intensity) <= 1.0:
-        raise ValueError(f"distractor_intensity must be in (0, 1], got {distractor_intensity!r}")
+    num_frames = check_positive_int("num_frames", num_frames)
+    size = check_positive_int("size", size)
+    if size <= ITEM_SIZE:  # the items could not move
+        raise ValueError(f"size must be an integer >= {ITEM_SIZE + 1} (larger than the {ITEM_SIZE}x{ITEM_SIZE} "
+                         f"items), got {size!r}")
+    distractor_intensity = check_finite_number("distractor_intensity", distractor_intensity, minimum=0, maximum=1,
+                                               exclusive_minimum=True)
     splits = {}
     for split, count in num_videos.items():
-        if split not in SPLIT_IDS:
-            raise ValueError(f"split must be one of {sorted(SPLIT_IDS)}, got {split!r}")
-        count = _check_positive_int(f"number of {split} videos", count)
+        check_choice("split", split, SPLIT_IDS)
+        count = check_positive_int(f"number of {split} videos", count)
         splits[split] = datasets.Dataset.from_generator(
             _generate, features=video_features(num_frames, size),
             gen_kwargs=dict(split=split, num_videos=count, seed=seed, num_frames=num_frames, size=size,
-                            distractor_intensity=float(distractor_intensity), source_dir=source_dir),
+                            distractor_intensity=distractor_intensity, source_dir=source_dir),
             # Rows depend only on these arguments; keep datasets' generator cache out of the way.
             keep_in_memory=True,
         )

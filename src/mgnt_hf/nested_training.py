@@ -21,6 +21,7 @@ from transformers.utils import ModelOutput
 
 from .masking import check_mask_schedule, training_mask_counts
 from .modeling_mgnt import MGNTTransformer
+from .utils.checks import check_choice, check_finite_number
 
 WIDTHS_PER_STEP = ("all", "sampled")
 DISTILL_FROM = ("full", "next")
@@ -100,16 +101,13 @@ class MGNTNestedTrainingObjective(nn.Module):
                  label_smoothing: float = 0.0):
         super().__init__()
         check_mask_schedule(mask_schedule)
-        if distill_from not in DISTILL_FROM:
-            raise ValueError(f"distill_from must be one of {list(DISTILL_FROM)}, got {distill_from!r}")
-        if widths_per_step not in WIDTHS_PER_STEP:
-            raise ValueError(f"widths_per_step must be one of {list(WIDTHS_PER_STEP)}, got {widths_per_step!r}")
-        if distillation_weight < 0:
-            raise ValueError(f"distillation_weight must be >= 0, got {distillation_weight}")
-        if distillation_temperature <= 0:
-            raise ValueError(f"distillation_temperature must be > 0, got {distillation_temperature}")
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        check_choice("distill_from", distill_from, DISTILL_FROM)
+        check_choice("widths_per_step", widths_per_step, WIDTHS_PER_STEP)
+        check_finite_number("distillation_weight", distillation_weight, minimum=0)
+        check_finite_number("distillation_temperature", distillation_temperature, minimum=0, exclusive_minimum=True)
+        # [0, 1): a smoothing of 1 makes every target uniform, leaving nothing to learn.
+        if check_finite_number("label_smoothing", label_smoothing, minimum=0) >= 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         self.transformer = transformer
         self.mask_schedule = mask_schedule
         self.distillation_weight = distillation_weight

@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from diffusers.training_utils import EMAModel  # noqa: F401  (re-exported for training scripts)
 
+from .utils.checks import check_positive_int
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -77,10 +79,8 @@ def remove_incomplete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
 
 def rotate_checkpoints(output_dir: str | os.PathLike, total_limit: int | None) -> list[Path]:
     """Keep the `total_limit` newest checkpoints, delete older ones; return the deleted paths."""
-    if total_limit is None:
+    if check_positive_int("checkpoints_total_limit", total_limit, allow_none=True) is None:
         return []
-    if total_limit < 1:
-        raise ValueError(f"checkpoints_total_limit must be >= 1 or None, got {total_limit}")
     checkpoints = list_checkpoints(output_dir)
     removed = [path for _, path in checkpoints[: max(0, len(checkpoints) - total_limit)]]
     for path in removed:
@@ -266,8 +266,7 @@ def resume_position(global_step: int, gradient_accumulation_steps: int, num_batc
     (`num_batches_per_epoch = len(prepared_dataloader)`); accelerate also steps at the end of an epoch,
     so an epoch is `steps_per_epoch(...)` optimizer steps.
     """
-    if num_batches_per_epoch < 1:
-        raise ValueError(f"the dataloader has no batches (num_batches_per_epoch={num_batches_per_epoch})")
+    check_positive_int("num_batches_per_epoch (batches in the dataloader)", num_batches_per_epoch)
     per_epoch = steps_per_epoch(num_batches_per_epoch, gradient_accumulation_steps)
     epoch, step_in_epoch = divmod(global_step, per_epoch)
     return epoch, step_in_epoch * gradient_accumulation_steps
