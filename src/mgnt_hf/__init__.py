@@ -10,7 +10,8 @@ from .configuration_mgnt import MGNTConfig
 from .modeling_mgnt import MGNTKVCache, MGNTTransformer, MGNTTransformerOutput, count_forward_flops
 from .configuration_vq import MGNTVQConfig
 from .modeling_vq import MGNTVQModel, MGNTVQModelOutput
-from .evaluation import MGNTFeatureClassifier, MGNTFeatureClassifierConfig
+from .configuration_feature_classifier import MGNTFeatureClassifierConfig
+from .modeling_feature_classifier import MGNTFeatureClassifier
 from .scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, MGNTScheduler, MGNTSchedulerOutput
 from .pipeline_mgnt import MGNTPipeline, MGNTPipelineOutput
 from .pipeline_mgnt_video import MGNTVideoPipeline, MGNTVideoPipelineOutput
