@@ -123,7 +123,7 @@ def test_write_video_rejects_bad_extension_fps_odd_size_and_paths(tmp_path):
     video = moving_square()
     with pytest.raises(ValueError, match=r"'\.png' not supported.*\.gif.*\.mp4"):
         write_video(video, tmp_path / "clip.png")
-    with pytest.raises(ValueError, match="fps must be a positive number"):
+    with pytest.raises(ValueError, match="fps must be a finite number > 0, got 0"):
         write_video(video, tmp_path / "clip.gif", fps=0)
     with pytest.raises(ValueError, match=r"even height and width, got 15x16"):
         write_video(video[:, :15], tmp_path / "clip.mp4")
@@ -410,9 +410,9 @@ def test_video_transform_random_flip_flips_whole_clips():
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(num_frames=0), "num_frames must be a positive int, got 0"),
-    (dict(frame_stride=0), "frame_stride must be a positive int, got 0"),
-    (dict(clip_start="end"), r"clip_start must be one of \('start', 'center'\), got 'end'"),
+    (dict(num_frames=0), "num_frames must be a positive integer, got 0"),
+    (dict(frame_stride=0), "frame_stride must be a positive integer, got 0"),
+    (dict(clip_start="end"), "clip_start must be one of 'start', 'center'; got 'end'"),
     (dict(num_channels=2), "num_channels must be 1 or 3, got 2"),
     (dict(resize_mode="stretch"), "resize_mode must be one of"),
     (dict(resolution=(8, 0)), "resolution must be a positive int"),

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .utils.checks import check_choice
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -315,8 +317,7 @@ class ImageTransform:
         self.resolution = tuple(resolution) if isinstance(resolution, (list, tuple)) else (resolution, resolution)
         if len(self.resolution) != 2 or not all(isinstance(s, int) and s > 0 for s in self.resolution):
             raise ValueError(f"resolution must be a positive int or (H, W), got {resolution!r}")
-        if self.resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        check_choice("resize_mode", self.resize_mode, RESIZE_MODES)
         if not 0 <= self.pad_value <= 255:
             raise ValueError(f"pad_value must be an 8-bit value in [0, 255], got {self.pad_value!r}")
 

@@ -56,6 +56,7 @@ from PIL import Image
 
 from .data import BadImageError, ImageTransform, decode_image, drop_or_report_bad_rows, load_image_dataset, \
     resolve_columns
+from .utils.checks import check_choice, check_positive_int
 from .video_utils import BadVideoError, as_uint8_video, import_av, stack_frames, video_frames
 
 logger = logging.getLogger(__name__)
@@ -354,12 +355,9 @@ class VideoTransform:
     pad_value: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.num_frames, int) or self.num_frames < 1:
-            raise ValueError(f"num_frames must be a positive int, got {self.num_frames!r}")
-        if not isinstance(self.frame_stride, int) or self.frame_stride < 1:
-            raise ValueError(f"frame_stride must be a positive int, got {self.frame_stride!r}")
-        if self.clip_start not in CLIP_STARTS:
-            raise ValueError(f"clip_start must be one of {CLIP_STARTS}, got {self.clip_start!r}")
+        self.num_frames = check_positive_int("num_frames", self.num_frames)
+        self.frame_stride = check_positive_int("frame_stride", self.frame_stride)
+        check_choice("clip_start", self.clip_start, CLIP_STARTS)
         # Validates num_channels, resolution, resize_mode and pad_value with ImageTransform's messages.
         self.frame_transform = ImageTransform(self.num_channels, self.resolution, self.resize_mode,
                                               random_flip=False, pad_value=self.pad_value)

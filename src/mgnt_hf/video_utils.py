@@ -8,7 +8,6 @@ for frames that are not a video.
 
 from __future__ import annotations
 
-import numbers
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from PIL import Image
 
 from .data import ImageTransform
+from .utils.checks import check_finite_number
 
 # Extension -> (PyAV encoder, pixel format; None = gray or RGB as given). FFV1 in .mkv is lossless.
 VIDEO_WRITERS = {
@@ -130,8 +130,7 @@ def write_video(frames, path: str | os.PathLike, fps: float = 8) -> str:
     if extension not in WRITE_EXTENSIONS:
         raise ValueError(f"cannot write video {path}: extension {extension!r} not supported; use one of "
                          f"{WRITE_EXTENSIONS}")
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not fps > 0:
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    check_finite_number("fps", fps, minimum=0, exclusive_minimum=True)
     if isinstance(frames, (str, os.PathLike, dict)):
         raise ValueError(f"write_video takes frames (an array or a list of images), got {type(frames).__name__}")
     video = video_frames(frames)  # [T, H, W, C] uint8
