@@ -18,11 +18,9 @@ from conftest import make_tiny_video_transformer, make_tiny_video_vqvae
 from mgnt_hf import MGNTScheduler, MGNTVideoPipeline
 from mgnt_hf.data import FASHION_MNIST_DIR, read_fashion_mnist
 from mgnt_hf.evaluation import FeatureStatistics, MGNTFeatureClassifier, MGNTFeatureClassifierConfig
-from mgnt_hf.video_quality import (
+from mgnt_hf.evaluation import (
     PSNR_CAP_DB,
     classify_video_frames,
-    evaluate_video_pipeline,
-    format_video_results_table,
     frame_difference,
     frames_to_pixels,
     frechet_video_distance,
@@ -36,8 +34,8 @@ from mgnt_hf.video_quality import (
     ssim,
     video_classifier_scores,
     videos_to_tensor,
-    write_video_results,
 )
+from mgnt_hf.video_quality import evaluate_video_pipeline, format_video_results_table, write_video_results
 from mgnt_hf.moving_fashion_mnist import moving_fashion_mnist_video
 
 REPO = Path(__file__).resolve().parents[1]

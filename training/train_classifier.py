@@ -11,7 +11,7 @@ numbers and the command that produced them.
 
 With `--moving-fashion-mnist DIR` (a `save_to_disk` folder of `mgnt_hf.moving_fashion_mnist`, see
 `training/prepare_moving_fashion_mnist.py`) it trains the per-frame classifier of the video metrics
-(`mgnt_hf.video_quality`) instead: `--frames-per-video` evenly spaced frames of each training video,
+(`mgnt_hf.evaluation`) instead: `--frames-per-video` evenly spaced frames of each training video,
 labelled with the video's `label` (the class of its full-intensity item), the same flips and shifts,
 and test accuracy over every frame of every test video:
 
@@ -39,14 +39,9 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from mgnt_hf import MGNTFeatureClassifier, MGNTFeatureClassifierConfig
 from mgnt_hf.data import FASHION_MNIST_DIR
-from mgnt_hf.evaluation import (
-    MGNTFeatureClassifier,
-    MGNTFeatureClassifierConfig,
-    classifier_outputs,
-    fashion_mnist_pixels,
-)
-from mgnt_hf.video_quality import frames_to_pixels, load_video_arrays
+from mgnt_hf.evaluation import classifier_outputs, fashion_mnist_pixels, frames_to_pixels, load_video_arrays
 
 # Per-frame classifier of Moving Fashion-MNIST (64x64 frames): four stages down to 4x4, narrow at full resolution
 # where the convolutions cost most.
@@ -230,7 +225,7 @@ A small CNN (`MGNTFeatureClassifier`, {results['num_parameters']:,} parameters, 
 {results['conv_channels']}) that classifies single `{size}x{size}` frames of Moving Fashion-MNIST videos
 (`mgnt_hf.moving_fashion_mnist`) by the class of their full-intensity item; the half-intensity
 distractor item is to be ignored. Its {results['feature_size']}-d penultimate features define the
-per-frame **classifier FID** of `mgnt_hf.video_quality`, and its predictions the per-frame accuracy
+per-frame **classifier FID** of `mgnt_hf.evaluation`, and its predictions the per-frame accuracy
 and the label consistency of generated videos. Input: pixels `[B, 1, {size}, {size}]` in `[-1, 1]`.
 
 **Test accuracy: {100 * results['test_accuracy']:.2f}%** over all {results['num_test_images']:,} frames of the
@@ -240,8 +235,7 @@ the last epoch; no model selection on the test set).
 ## Usage
 
 ```python
-from mgnt_hf.evaluation import MGNTFeatureClassifier
-from mgnt_hf.video_quality import evaluate_video_pipeline, load_video_arrays
+from mgnt_hf.evaluation import MGNTFeatureClassifier, evaluate_video_pipeline, load_video_arrays
 
 classifier = MGNTFeatureClassifier.from_pretrained("pipelines/moving-fashion-mnist-frame-classifier")
 videos, labels = load_video_arrays("data/moving-fashion-mnist", split="test")

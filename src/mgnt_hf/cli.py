@@ -173,7 +173,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from . import quality
-    from .evaluation import MGNTFeatureClassifier
+    from .evaluation import MGNTFeatureClassifier, default_cache_dir, load_reference_images
     from .pipeline_mgnt import MGNTPipeline
 
     if args.samples_per_class < 1:
@@ -189,13 +189,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     classifier = MGNTFeatureClassifier.from_pretrained(quality.resolve_classifier(args.classifier))
     rows = None if args.rows is None else [quality.parse_row(name, pipe, args.steps) for name in args.rows]
     reference, reference_labels = (None, None) if args.reference_images is None \
-        else quality.load_reference_images(args.reference_images)
+        else load_reference_images(args.reference_images)
     output_dir = Path(args.output_dir)
     results = quality.evaluate_pipeline(
         pipe, classifier, rows=rows, samples_per_class=args.samples_per_class, num_inference_steps=args.steps,
         guidance_scale=args.guidance, batch_size=args.batch_size, seed=args.seed, device=args.device,
         reference=reference, reference_labels=reference_labels,
-        cache_dir=args.cache_dir or quality.default_cache_dir(), inception_weights=args.inception_weights,
+        cache_dir=args.cache_dir or default_cache_dir(), inception_weights=args.inception_weights,
         sample_grid_dir=output_dir / "samples", grid_images_per_class=args.grid_images_per_class,
     )
     paths = quality.write_results(results, output_dir, plot=not args.no_plot)

@@ -34,7 +34,6 @@ The `mgnt evaluate` command and `benchmarks/quality.py` wrap this module.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.resources
 import importlib.util
 import json
@@ -47,18 +46,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .evaluation import (
     FeatureStatistics,
     MGNTFeatureClassifier,
+    cached_reference_statistics,
     classifier_outputs,
     evaluate_samples,
     fashion_mnist_pixels,
     frechet_distance,
     inception_fid,
+    real_subset_indices,
 )
 from .evaluation import reference_statistics as compute_reference_statistics
 from .scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, MGNTScheduler, resolve_width_schedule
@@ -171,7 +171,7 @@ def default_rows(pipeline, num_inference_steps: int | None = None) -> list[Quali
 
 
 # ---------------------------------------------------------------------------------------------
-# Reference data and its cached statistics
+# The default classifier
 # ---------------------------------------------------------------------------------------------
 
 
@@ -194,66 +194,6 @@ def resolve_classifier(classifier: str | os.PathLike | None) -> str:
             return str(candidate)
     raise OSError(f"the default classifier '{DEFAULT_CLASSIFIER_NAME}' is not available (looked in "
                   f"{', '.join(str(c) for c in candidates)}); pass a classifier folder")
-
-
-def default_cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/mgnt_hf` (or `~/.cache/mgnt_hf`): where reference statistics are kept."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mgnt_hf"
-
-
-def reference_statistics_key(classifier: MGNTFeatureClassifier, pixels: torch.Tensor) -> str:
-    """SHA-256 of the classifier's weights and buffers (BatchNorm statistics shape the features too) and of the
-    reference pixels: a cached statistics file is reused only for the same network and the same images."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(classifier.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
-    pixels = pixels.detach().to("cpu", torch.float32).contiguous()
-    digest.update(str(tuple(pixels.shape)).encode())
-    digest.update(pixels.numpy().tobytes())
-    return digest.hexdigest()
-
-
-def cached_reference_statistics(
-    classifier: MGNTFeatureClassifier,
-    pixels: torch.Tensor,
-    cache_dir: str | os.PathLike | None = None,
-    batch_size: int = 500,
-    device=None,
-) -> tuple[FeatureStatistics, Path | None]:
-    """Classifier-feature statistics of the real `pixels` `[N, C, H, W]` in `[-1, 1]`, read from
-    `cache_dir/reference-<key>.npz` when present (key: [`reference_statistics_key`]), else computed and written
-    there. `cache_dir=None` computes without caching. Returns `(statistics, path or None)`."""
-    if cache_dir is None:
-        return compute_reference_statistics(classifier, pixels, batch_size, device), None
-    path = Path(cache_dir) / f"reference-{reference_statistics_key(classifier, pixels)[:24]}.npz"
-    if path.is_file():
-        return FeatureStatistics.load(path), path
-    statistics = compute_reference_statistics(classifier, pixels, batch_size, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")  # another run may write the same key
-    statistics.save(partial)
-    os.replace(partial, path)
-    return statistics, path
-
-
-def load_reference_images(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Real images from an `.npz` file: `pixels` float `[N, C, H, W]` in `[-1, 1]`, optional `labels` int `[N]`."""
-    path = Path(path)
-    if not path.is_file():
-        raise OSError(f"reference images file not found: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        if "pixels" not in data:
-            raise ValueError(f"{path} has no 'pixels' array (float [N, C, H, W] in [-1, 1]); it has {sorted(data)}")
-        pixels = torch.from_numpy(np.asarray(data["pixels"], dtype=np.float32))
-        labels = torch.from_numpy(np.asarray(data["labels"]).astype(np.int64)) if "labels" in data else None
-    if pixels.ndim != 4 or pixels.shape[0] < 2:
-        raise ValueError(f"{path}: 'pixels' must be [N >= 2, C, H, W], got {tuple(pixels.shape)}")
-    if pixels.min() < -1 or pixels.max() > 1:
-        raise ValueError(f"{path}: 'pixels' must lie in [-1, 1], got [{float(pixels.min())}, {float(pixels.max())}]")
-    if labels is not None and labels.shape != (pixels.shape[0],):
-        raise ValueError(f"{path}: 'labels' must be [N={pixels.shape[0]}], got {tuple(labels.shape)}")
-    return pixels, labels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,16 +248,6 @@ def tokenizer_reconstruction(
         accuracy = None
     return {"classifier_fid": fid, "mse": squared_error / pixels.numel(), "class_accuracy": accuracy,
             "num_images": int(pixels.shape[0])}
-
-
-def real_subset_indices(labels: torch.Tensor | None, num_classes: int, samples_per_class: int,
-                        num_images: int) -> torch.Tensor:
-    """Indices of the first `samples_per_class` real images of each class (all classes in `[0, num_classes)`),
-    or of the first `num_classes * samples_per_class` images without labels."""
-    if labels is None:
-        return torch.arange(min(num_images, num_classes * samples_per_class))
-    chosen = [torch.nonzero(labels == label).flatten()[:samples_per_class] for label in range(num_classes)]
-    return torch.cat(chosen).sort().values
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,16 +77,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .evaluation import (
-    FeatureStatistics,
+    PSNR_CAP_DB,
+    SSIM_K1,
+    SSIM_K2,
+    SSIM_SIGMA,
+    SSIM_WINDOW_SIZE,
     FeatureStatisticsAccumulator,
     MGNTFeatureClassifier,
-    classifier_outputs,
+    classify_video_frames,
     frechet_distance,
+    i3d_features,
+    load_i3d,
+    prediction_scores,
+    video_classifier_scores,
+    videos_to_tensor,
 )
+from .evaluation import load_video_arrays
 from .quality import (
     BASELINE_ROW,
     QualityRow,
@@ -101,329 +110,10 @@ from .quality import (
     parse_row,
     real_subset_indices,
 )
-from .video_io import decode_video, load_video_dataset, resolve_video_columns
 
 RESULTS_MARKDOWN = "results.md"
 RESULTS_JSON = "results.json"
 PREDICTION_LABELS = ("given", "none")
-
-# PSNR of a frame whose mean squared error is at most 1e-10 (pixels in [0, 1]): identical frames score this
-# instead of infinity, so averages and JSON stay finite.
-PSNR_CAP_DB = 100.0
-# SSIM as Wang et al. (2004) and scikit-image's `structural_similarity(gaussian_weights=True)`.
-SSIM_WINDOW_SIZE = 11
-SSIM_SIGMA = 1.5
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
-# The I3D of StyleGAN-V's FVD takes 224x224 frames.
-I3D_RESOLUTION = 224
-
-# ---------------------------------------------------------------------------------------------
-# Real videos
-# ---------------------------------------------------------------------------------------------
-
-
-def load_video_arrays(
-    dataset_name: str,
-    split: str = "test",
-    limit: int | None = None,
-    video_column: str | None = None,
-    label_column: str | None = "label",
-    chunk_size: int = 250,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """One split of a video dataset as arrays: videos uint8 `[N, T, H, W, C]` and labels int64 `[N]` (or None).
-
-    Args:
-        dataset_name: what [`mgnt_hf.video_io.load_video_dataset`] loads, e.g. a `save_to_disk` folder such as
-            `data/moving-fashion-mnist` (a `DatasetDict`; `split` is taken from it).
-        split: the split.
-        limit: keep only the first `limit` videos.
-        video_column: default `"video"`, else the only video/array column.
-        label_column: integer class ids; None for unlabelled data (labels then None).
-        chunk_size: videos read per slice. `datasets` returns `Array3D` uint8 columns as int64, 8x the memory,
-            so the split is read and narrowed to uint8 a slice at a time.
-
-    Every video must have the same shape (they are stacked). Raises `ValueError` for a bad `limit`, missing
-    columns or videos of different shapes.
-    """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
-    dataset = load_video_dataset(dataset_name=dataset_name, split=split)
-    video_column, label_column = resolve_video_columns(dataset, video_column, label_column)
-    if limit is not None:
-        dataset = dataset.select(range(min(limit, len(dataset))))
-    import datasets
-
-    videos = []
-    is_array = isinstance(dataset.features[video_column], (datasets.Array3D, datasets.Array4D))
-    # Array columns come back as one numpy array per slice; files and frame lists as Python values.
-    view = dataset.with_format("numpy", columns=[video_column]) if is_array else dataset.select_columns([video_column])
-    for start in range(0, len(dataset), chunk_size):
-        chunk = view[start : start + chunk_size][video_column]
-        videos.extend(decode_video(video, row=start + offset) for offset, video in enumerate(chunk))
-    shapes = sorted({video.shape for video in videos})
-    if len(shapes) != 1:
-        raise ValueError(f"the videos of {dataset_name!r} ({split}) differ in shape {shapes[:5]}; "
-                         "load_video_arrays stacks videos of one shape [T, H, W, C]")
-    labels = None if label_column is None else np.asarray(dataset[label_column], dtype=np.int64)
-    return np.stack(videos), labels
-
-
-def _unit_float(frames) -> torch.Tensor:
-    """uint8 in [0, 255] or float in [0, 1] (numpy or torch) -> float32 torch tensor in [0, 1], same layout."""
-    if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(frames)
-    if not isinstance(frames, torch.Tensor):
-        raise ValueError(f"expected a numpy array or torch tensor of frames, got {type(frames).__name__}")
-    if frames.dtype == torch.uint8:
-        return frames.float() / 255.0
-    if not frames.is_floating_point():
-        raise ValueError(f"frames must be uint8 in [0, 255] or float in [0, 1], got dtype {frames.dtype}")
-    frames = frames.float()
-    if frames.numel() and not (torch.isfinite(frames).all() and frames.min() >= 0 and frames.max() <= 1):
-        raise ValueError(f"float frames must lie in [0, 1], got values in [{float(frames.min()):g}, "
-                         f"{float(frames.max()):g}]")
-    return frames
-
-
-def frames_to_pixels(frames) -> torch.Tensor:
-    """Frames `[..., H, W, C]` (uint8 in [0, 255] or float in [0, 1]; numpy or torch) -> classifier pixels
-    `float32 [M, C, H, W]` in `[-1, 1]`, `M` the product of the leading dimensions (e.g. videos x frames)."""
-    if getattr(frames, "ndim", 0) < 4:
-        raise ValueError(f"frames must be an array [..., H, W, C] (e.g. videos [N, T, H, W, C]), got "
-                         f"{getattr(frames, 'shape', type(frames).__name__)}")
-    pixels = _unit_float(frames)
-    return pixels.reshape(-1, *pixels.shape[-3:]).permute(0, 3, 1, 2) * 2 - 1
-
-
-def videos_to_tensor(videos) -> torch.Tensor:
-    """Videos `[N, T, H, W, C]` (uint8, or float in [0, 1]; numpy or torch) -> `float32 [N, T, C, H, W]` in [0, 1],
-    the pipeline's `output_type="pt"` layout that every metric here takes."""
-    if getattr(videos, "ndim", 0) != 5:
-        raise ValueError(f"videos must be [N, T, H, W, C], got {getattr(videos, 'shape', type(videos).__name__)}")
-    return _unit_float(videos).permute(0, 1, 4, 2, 3)
-
-
-# ---------------------------------------------------------------------------------------------
-# Frame metrics: PSNR, SSIM
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_pair(predicted: torch.Tensor, target: torch.Tensor, what: str) -> None:
-    if not isinstance(predicted, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise ValueError(f"{what} takes two torch tensors [..., C, H, W], got {type(predicted).__name__} and "
-                         f"{type(target).__name__}")
-    if predicted.shape != target.shape or predicted.ndim < 3:
-        raise ValueError(f"{what} needs two tensors of one shape [..., C, H, W], got {tuple(predicted.shape)} and "
-                         f"{tuple(target.shape)}")
-
-
-def psnr(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB of each frame, pixels in [0, 1] (peak 1).
-
-    Args:
-        predicted, target: `[..., C, H, W]` of one shape.
-
-    Returns:
-        float64 `[...]`: `10 log10(1 / MSE)` per frame, capped at `PSNR_CAP_DB` (MSE <= 1e-10, e.g. identical
-        frames).
-    """
-    _check_pair(predicted, target, "psnr")
-    mse = ((predicted.double() - target.double()) ** 2).mean(dim=(-3, -2, -1))
-    return 10 * torch.log10(1 / mse.clamp_min(10 ** (-PSNR_CAP_DB / 10)))
-
-
-def gaussian_window(size: int = SSIM_WINDOW_SIZE, sigma: float = SSIM_SIGMA) -> torch.Tensor:
-    """float64 `[size]` normalised 1-D Gaussian; the 2-D window is its outer product with itself."""
-    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    line = torch.exp(-(offsets**2) / (2 * sigma**2))
-    return line / line.sum()
-
-
-def ssim(predicted: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, chunk_size: int = 256) -> torch.Tensor:
-    """Structural similarity of each frame (Wang et al. 2004), pixels in `[0, data_range]`.
-
-    Local means, variances and covariance are Gaussian-weighted over an 11x11 window (sigma 1.5; population,
-    not sample, statistics); `C1 = (0.01 L)^2`, `C2 = (0.03 L)^2` with `L = data_range`. The SSIM map is taken
-    at every window position that fits inside the frame (a "valid" convolution: no padding) and averaged, then
-    averaged over channels. This is scikit-image's `structural_similarity(..., gaussian_weights=True,
-    sigma=1.5, use_sample_covariance=False, data_range=1)`, which filters with edge padding and then crops the
-    5 border pixels its padding touched.
-
-    Args:
-        predicted, target: `[..., C, H, W]` of one shape, with `H, W >= 11`.
-        chunk_size: frames (times channels) filtered at once, bounding the memory of the float64 filtering.
-
-    Returns:
-        float64 `[...]`: SSIM in `[-1, 1]` per frame (1 for identical frames).
-    """
-    _check_pair(predicted, target, "ssim")
-    height, width = predicted.shape[-2:]
-    if min(height, width) < SSIM_WINDOW_SIZE:
-        raise ValueError(f"ssim needs frames of at least {SSIM_WINDOW_SIZE}x{SSIM_WINDOW_SIZE} pixels (its "
-                         f"window), got {height}x{width}")
-    leading = predicted.shape[:-2]  # [..., C]
-    line = gaussian_window().to(predicted.device)
-    column_filter, row_filter = line.view(1, 1, -1, 1), line.view(1, 1, 1, -1)
-    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-
-    def local_mean(images: torch.Tensor) -> torch.Tensor:  # the 2-D Gaussian as two 1-D passes
-        return F.conv2d(F.conv2d(images, column_filter), row_filter)
-
-    means = []
-    predicted, target = predicted.reshape(-1, 1, height, width), target.reshape(-1, 1, height, width)
-    for start in range(0, predicted.shape[0], chunk_size):
-        x = predicted[start : start + chunk_size].double()
-        y = target[start : start + chunk_size].double()
-        mean_x, mean_y = local_mean(x), local_mean(y)
-        variance_x = local_mean(x * x) - mean_x**2
-        variance_y = local_mean(y * y) - mean_y**2
-        covariance = local_mean(x * y) - mean_x * mean_y
-        ssim_map = ((2 * mean_x * mean_y + c1) * (2 * covariance + c2)) / (
-            (mean_x**2 + mean_y**2 + c1) * (variance_x + variance_y + c2))
-        means.append(ssim_map.mean(dim=(-3, -2, -1)))
-    return torch.cat(means).reshape(leading).mean(dim=-1)
-
-
-def prediction_scores(predicted: torch.Tensor, target: torch.Tensor) -> dict:
-    """PSNR and SSIM of predicted frames against the truth, both `[N, T', C, H, W]` in [0, 1].
-
-    Returns:
-        `{"psnr", "ssim"}` (means over videos and frames), `{"psnr_per_frame", "ssim_per_frame"}` (lists of
-        `T'`, means over videos) and `num_videos`.
-    """
-    if predicted.ndim != 5:
-        raise ValueError(f"prediction_scores takes videos [N, T, C, H, W], got {tuple(predicted.shape)}")
-    frame_psnr, frame_ssim = psnr(predicted, target), ssim(predicted, target)  # [N, T']
-    return {"psnr": float(frame_psnr.mean()), "ssim": float(frame_ssim.mean()),
-            "psnr_per_frame": frame_psnr.mean(dim=0).tolist(), "ssim_per_frame": frame_ssim.mean(dim=0).tolist(),
-            "num_videos": int(predicted.shape[0])}
-
-
-# ---------------------------------------------------------------------------------------------
-# Temporal consistency
-# ---------------------------------------------------------------------------------------------
-
-
-def frame_difference(videos: torch.Tensor) -> float:
-    """Mean absolute difference between consecutive frames of `[N, T, C, H, W]` videos in [0, 1] (T >= 2):
-    averaged over pixels, the `T - 1` frame pairs and the videos. 0 for static videos."""
-    if not isinstance(videos, torch.Tensor) or videos.ndim != 5 or videos.shape[1] < 2:
-        raise ValueError(f"frame_difference takes videos [N, T >= 2, C, H, W], got "
-                         f"{getattr(videos, 'shape', type(videos).__name__)}")
-    return float((videos[:, 1:].double() - videos[:, :-1].double()).abs().mean())
-
-
-def majority_labels(frame_predictions: torch.Tensor, num_labels: int) -> torch.Tensor:
-    """The most frequent class among each video's frame predictions `[N, T]` -> `[N]`; ties go to the smallest id."""
-    counts = F.one_hot(frame_predictions.long(), num_labels).sum(dim=1)  # [N, num_labels]
-    return counts.argmax(dim=-1)  # argmax returns the first maximum
-
-
-def label_consistency(frame_predictions: torch.Tensor, num_labels: int) -> float:
-    """Mean over videos of the fraction of frames whose predicted class is the video's majority class
-    ([`majority_labels`]); `frame_predictions` `[N, T]`. 1 when every video keeps one class, `>= 1 / T`."""
-    if not isinstance(frame_predictions, torch.Tensor) or frame_predictions.ndim != 2 or 0 in frame_predictions.shape:
-        raise ValueError(f"frame_predictions must be a non-empty [N, T] tensor of class ids, got "
-                         f"{getattr(frame_predictions, 'shape', type(frame_predictions).__name__)}")
-    majority = majority_labels(frame_predictions, num_labels)
-    return float((frame_predictions == majority[:, None]).double().mean())
-
-
-# ---------------------------------------------------------------------------------------------
-# Classifier scores of videos
-# ---------------------------------------------------------------------------------------------
-
-
-def classify_video_frames(classifier: MGNTFeatureClassifier, videos: torch.Tensor, batch_size: int = 500,
-                          device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classifier features and predictions of every frame of `videos` `[N, T, C, H, W]` in [0, 1].
-
-    Returns:
-        `(features, predictions)`: float32 `[N * T, feature_size]` (video-major) and int64 `[N, T]`, on the CPU.
-    """
-    num_videos, num_frames = videos.shape[:2]
-    features, predictions = [], []
-    videos_per_batch = max(1, batch_size // num_frames)
-    for start in range(0, num_videos, videos_per_batch):
-        pixels = videos[start : start + videos_per_batch].flatten(0, 1) * 2 - 1  # [B * T, C, H, W] in [-1, 1]
-        batch_features, logits = classifier_outputs(classifier, pixels, batch_size, device)
-        features.append(batch_features)
-        predictions.append(logits.argmax(dim=-1).view(-1, num_frames))
-    return torch.cat(features), torch.cat(predictions)
-
-
-def video_classifier_scores(features: torch.Tensor, predictions: torch.Tensor, videos: torch.Tensor,
-                            labels: torch.Tensor | None, reference: FeatureStatistics, num_labels: int) -> dict:
-    """Per-frame classifier FID, per-frame and per-video accuracy (None without labels), label consistency and
-    frame difference of one set of videos `[N, T, C, H, W]`, from its classifier outputs
-    ([`classify_video_frames`])."""
-    majority = majority_labels(predictions, num_labels)
-    return {
-        "classifier_fid": frechet_distance(features, reference),
-        "frame_accuracy": None if labels is None else float((predictions == labels[:, None]).double().mean()),
-        "video_accuracy": None if labels is None else float((majority == labels).double().mean()),
-        "label_consistency": label_consistency(predictions, num_labels),
-        "frame_difference": frame_difference(videos),
-        "num_videos": int(videos.shape[0]),
-        "num_frames": int(videos.shape[0] * videos.shape[1]),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# FVD
-# ---------------------------------------------------------------------------------------------
-
-
-def load_i3d(path: str | os.PathLike, device=None) -> torch.jit.ScriptModule:
-    """The TorchScript I3D of FVD (e.g. StyleGAN-V's `i3d_torchscript.pt`), in eval mode. `torch.jit.load` runs
-    the file's code: only load files you trust."""
-    if not Path(path).is_file():
-        raise OSError(f"I3D TorchScript file not found: {os.fspath(path)}")
-    return torch.jit.load(os.fspath(path), map_location=device).eval()
-
-
-@torch.no_grad()
-def i3d_features(detector, videos: torch.Tensor, batch_size: int = 8, device=None,
-                 resolution: int = I3D_RESOLUTION) -> torch.Tensor:
-    """FVD features of `videos` `[N, T, C, H, W]` in [0, 1] (C = 1 or 3) -> float64 `[N, D]` on the CPU.
-
-    The detector is StyleGAN-V's `i3d_torchscript.pt` (a Kinetics-400 I3D), and the assumed input convention is
-    that of the widely used `common_metrics_on_video_quality` code that runs it (`fvd/styleganv/fvd.py`):
-    grayscale is repeated to RGB; each frame is resized (bilinear, `align_corners=False`) so that its shorter
-    side is `resolution` (224) and centre-cropped to `resolution x resolution`; pixels in [0, 1] are mapped to
-    [-1, 1]; the batch is laid out `[B, 3, T, 224, 224]` float32; and the detector is called as
-    `detector(x, rescale=False, resize=False, return_features=True)` (its own rescaling and resizing off, as the
-    input is already in [-1, 1] at 224), returning the 400-d pre-softmax features `[B, 400]`. Any TorchScript
-    module with that call signature works. FVD values depend on this preprocessing: compare them only with
-    numbers computed the same way.
-    """
-    features = []
-    for start in range(0, videos.shape[0], batch_size):
-        batch = videos[start : start + batch_size].to(device).float()  # [B, T, C, H, W]
-        if batch.shape[2] == 1:
-            batch = batch.expand(-1, -1, 3, -1, -1)
-        num_videos, num_frames, channels, height, width = batch.shape
-        scale = resolution / min(height, width)
-        size = (max(resolution, math.ceil(height * scale)), max(resolution, math.ceil(width * scale)))
-        frames = F.interpolate(batch.reshape(-1, channels, height, width), size=size, mode="bilinear",
-                               align_corners=False)
-        top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-        frames = frames[..., top : top + resolution, left : left + resolution]
-        clips = frames.reshape(num_videos, num_frames, channels, resolution, resolution).permute(0, 2, 1, 3, 4)
-        output = detector(clips.contiguous() * 2 - 1, rescale=False, resize=False, return_features=True)
-        features.append(output.detach().to("cpu", torch.float64).reshape(num_videos, -1))
-    return torch.cat(features)
-
-
-def frechet_video_distance(detector, videos_a: torch.Tensor, videos_b: torch.Tensor | FeatureStatistics,
-                           batch_size: int = 8, device=None) -> float:
-    """FVD: the Fréchet distance between the I3D features ([`i3d_features`]) of two video sets `[N, T, C, H, W]` in
-    [0, 1] (N >= 2 each; `videos_b` may be precomputed [`FeatureStatistics`])."""
-    features_a = i3d_features(detector, videos_a, batch_size, device)
-    if not isinstance(videos_b, FeatureStatistics):
-        videos_b = i3d_features(detector, videos_b, batch_size, device)
-    return frechet_distance(features_a, videos_b)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,47 +1,25 @@
-"""Evaluation metrics (Fréchet distance, class accuracy) and the Fashion-MNIST feature classifier."""
+"""Evaluation metrics (`mgnt_hf.evaluation.metrics`): the Fréchet distance and feature statistics, classifier FID
+and class accuracy over sample sets, Inception FID's checks."""
 
 import importlib.util
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from transformers import AutoConfig, AutoModel
 
-from mgnt_hf.data import read_fashion_mnist
+from evaluation_helpers import tiny_classifier
 from mgnt_hf.evaluation import (
-    FASHION_MNIST_DIR,
-    FASHION_MNIST_LABELS,
     FeatureStatistics,
     FeatureStatisticsAccumulator,
-    MGNTFeatureClassifier,
-    MGNTFeatureClassifierConfig,
     class_accuracy,
     classifier_fid,
     classifier_outputs,
     evaluate_samples,
-    fashion_mnist_pixels,
     frechet_distance,
     frechet_distance_from_statistics,
     inception_fid,
-    pad_pixels,
-    pixels_from_images,
     reference_statistics,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-SHIPPED_CLASSIFIER = REPO / "pipelines" / "fashion-mnist-classifier"
-FIXTURE = REPO / "tests" / "fixtures" / "fashion_mnist_test_first64.npz"
-HAVE_FASHION_MNIST = (Path(FASHION_MNIST_DIR) / "t10k-images-idx3-ubyte.gz").is_file()
-
-
-def tiny_classifier(seed=0, **overrides) -> MGNTFeatureClassifier:
-    torch.manual_seed(seed)
-    fields = dict(conv_channels=(4, 8), feature_size=16, image_size=16)
-    fields.update(overrides)
-    return MGNTFeatureClassifier(MGNTFeatureClassifierConfig(**fields)).eval()
 
 
 def random_features(num_samples, dim, seed):
@@ -136,125 +114,6 @@ def test_feature_statistics_save_load_round_trip(tmp_path):
         FeatureStatistics.load(tmp_path / "missing.npz")
 
 
-# --- data helpers -----------------------------------------------------------------------------
-
-
-def test_fashion_mnist_pixels_rejects_unknown_split():
-    with pytest.raises(ValueError, match="validation"):
-        fashion_mnist_pixels("validation")
-
-
-def test_pixels_from_images_maps_uint8_and_unit_floats_to_minus_one_one():
-    uint8 = np.array([[[0, 255], [51, 204]]], dtype=np.uint8)  # [1, 2, 2]
-    expected = torch.tensor([[[[-1.0, 1.0], [-0.6, 0.6]]]])
-    torch.testing.assert_close(pixels_from_images(uint8), expected)
-    torch.testing.assert_close(pixels_from_images(uint8[..., None].astype(np.float32) / 255.0), expected)
-    torch.testing.assert_close(pixels_from_images([Image.fromarray(uint8[0])]), expected)
-    rgb = pixels_from_images(np.zeros((2, 5, 5, 3), dtype=np.uint8))
-    assert rgb.shape == (2, 3, 5, 5) and rgb.dtype == torch.float32
-
-
-@pytest.mark.parametrize(
-    "images",
-    [
-        torch.zeros(1, 1, 4, 4),  # already pixels
-        np.full((1, 4, 4, 1), 1.5, dtype=np.float32),  # outside [0, 1]
-        np.zeros((1, 4, 4), dtype=np.float32),  # float without a channel axis
-        np.zeros((1, 4, 4), dtype=np.int32),
-        [],
-    ],
-)
-def test_pixels_from_images_rejects_other_inputs(images):
-    with pytest.raises(ValueError):
-        pixels_from_images(images)
-
-
-def test_pad_pixels_centres_the_image_on_background():
-    pixels = torch.rand(2, 1, 28, 28) * 2 - 1
-    padded = pad_pixels(pixels, 32)
-    assert padded.shape == (2, 1, 32, 32)
-    torch.testing.assert_close(padded[:, :, 2:30, 2:30], pixels, rtol=0, atol=0)
-    border = torch.ones(32, 32, dtype=torch.bool)
-    border[2:30, 2:30] = False
-    assert (padded[:, :, border] == -1).all()
-    with pytest.raises(ValueError):
-        pad_pixels(pixels, 31)  # odd difference cannot be centred
-    with pytest.raises(ValueError):
-        pad_pixels(pixels, 16)
-
-
-# --- the classifier ---------------------------------------------------------------------------
-
-
-def test_config_defaults_to_fashion_mnist_labels_and_round_trips_json(tmp_path):
-    config = MGNTFeatureClassifierConfig()
-    assert config.num_labels == 10
-    assert [config.id2label[index] for index in range(10)] == list(FASHION_MNIST_LABELS)
-    assert config.label2id["Ankle boot"] == 9
-    config.save_pretrained(tmp_path)
-    loaded = AutoConfig.from_pretrained(tmp_path)
-    assert isinstance(loaded, MGNTFeatureClassifierConfig)
-    assert loaded.conv_channels == (32, 64, 128) and loaded.id2label == config.id2label
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [dict(image_size=20), dict(conv_channels=()), dict(feature_size=0), dict(dropout_prob=1.0), dict(num_channels=1.5)],
-)
-def test_config_rejects_bad_fields(fields):
-    with pytest.raises(ValueError):
-        MGNTFeatureClassifierConfig(**fields)
-
-
-def test_classifier_gives_logits_and_features_of_the_documented_shapes():
-    model = tiny_classifier()
-    pixels = torch.rand(5, 1, 16, 16) * 2 - 1
-    output = model(pixels, labels=torch.tensor([0, 1, 2, 3, 9]))
-    assert output.logits.shape == (5, 10)
-    assert output.features.shape == (5, 16)
-    assert (output.features >= 0).all()  # post-ReLU activations
-    assert output.loss.shape == ()
-    torch.testing.assert_close(model.features(pixels), output.features, rtol=0, atol=0)
-
-
-@pytest.mark.parametrize(
-    "pixels",
-    [
-        torch.zeros(2, 1, 14, 14),  # smaller than image_size: must be padded explicitly
-        torch.zeros(2, 3, 16, 16),  # wrong channel count
-        torch.zeros(1, 16, 16),  # no batch axis
-        torch.zeros(0, 1, 16, 16),  # empty batch
-        torch.zeros(2, 1, 16, 16, dtype=torch.uint8),  # not float pixels
-        np.zeros((2, 1, 16, 16), dtype=np.float32),  # not a tensor
-    ],
-)
-def test_classifier_rejects_other_inputs(pixels):
-    with pytest.raises(ValueError):
-        tiny_classifier()(pixels)
-
-
-def test_small_input_error_points_to_pad_pixels():
-    with pytest.raises(ValueError, match="pad_pixels"):
-        tiny_classifier().features(torch.zeros(1, 1, 12, 12))
-
-
-def test_save_and_load_give_identical_logits(tmp_path):
-    model = tiny_classifier(seed=3)
-    # Give BatchNorm non-trivial running statistics so that they must survive the round trip.
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(8, 1, 16, 16) * 2 - 1)
-    model.eval()
-    model.save_pretrained(tmp_path)
-    assert (tmp_path / "model.safetensors").is_file()
-    assert not any(path.suffix in (".bin", ".pt", ".pth") for path in tmp_path.iterdir())
-    pixels = torch.rand(4, 1, 16, 16) * 2 - 1
-    for loaded in (MGNTFeatureClassifier.from_pretrained(tmp_path), AutoModel.from_pretrained(tmp_path)):
-        assert isinstance(loaded, MGNTFeatureClassifier)
-        loaded.eval()
-        torch.testing.assert_close(loaded(pixels).logits, model(pixels).logits, rtol=0, atol=0)
-
-
 # --- metrics over sample sets -------------------------------------------------------------------
 
 
@@ -322,39 +181,3 @@ def test_inception_fid_checks_the_weights_file_and_names_the_missing_extra(tmp_p
     (tmp_path / "weights.pth").write_bytes(b"unused")
     with pytest.raises(ImportError, match="torch-fidelity"):
         inception_fid(pixels, pixels, tmp_path / "weights.pth")
-
-
-# --- the shipped classifier -------------------------------------------------------------------
-
-
-def test_shipped_classifier_classifies_real_test_images_offline():
-    classifier = MGNTFeatureClassifier.from_pretrained(SHIPPED_CLASSIFIER, local_files_only=True)
-    fixture = np.load(FIXTURE, allow_pickle=False)
-    pixels = pad_pixels(pixels_from_images(fixture["images"]), classifier.config.image_size)
-    labels = torch.from_numpy(fixture["labels"].astype(np.int64))
-    # The full test split gives >= 92% (see the next test); 64 images leave room for sampling noise.
-    assert class_accuracy(classifier, pixels, labels) >= 0.9
-
-
-def test_shipped_classifier_card_reports_the_measured_accuracy():
-    results = json.loads((SHIPPED_CLASSIFIER / "training_results.json").read_text())
-    assert results["test_accuracy"] >= 0.92 and results["num_test_images"] == 10000
-    assert f"{100 * results['test_accuracy']:.2f}%" in (SHIPPED_CLASSIFIER / "README.md").read_text()
-    assert (SHIPPED_CLASSIFIER / "model.safetensors").stat().st_size < 5 * 2**20
-
-
-@pytest.mark.skipif(not HAVE_FASHION_MNIST, reason=f"Fashion-MNIST IDX files not in {FASHION_MNIST_DIR}")
-def test_shipped_classifier_reaches_its_recorded_test_accuracy():
-    classifier = MGNTFeatureClassifier.from_pretrained(SHIPPED_CLASSIFIER, local_files_only=True)
-    pixels, labels = fashion_mnist_pixels("test")
-    recorded = json.loads((SHIPPED_CLASSIFIER / "training_results.json").read_text())["test_accuracy"]
-    # Thread counts change float rounding; at most a couple of borderline images may flip.
-    assert class_accuracy(classifier, pixels, labels, batch_size=1000) == pytest.approx(recorded, abs=2e-4)
-
-
-@pytest.mark.skipif(not HAVE_FASHION_MNIST, reason=f"Fashion-MNIST IDX files not in {FASHION_MNIST_DIR}")
-def test_fixture_is_the_start_of_the_test_split():
-    images, labels = read_fashion_mnist("test")
-    fixture = np.load(FIXTURE, allow_pickle=False)
-    np.testing.assert_array_equal(fixture["images"], images[:64])
-    np.testing.assert_array_equal(fixture["labels"], labels[:64])

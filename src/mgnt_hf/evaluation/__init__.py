@@ -1,0 +1,126 @@
+"""Evaluation of MaGNeTS pipelines: sample quality against compute, per way of decoding.
+
+- `metrics`: feature statistics and the Fréchet distance, classifier FID and class accuracy, Inception FID,
+  PSNR/SSIM, temporal consistency, FVD.
+- `data`: real images and videos in the metrics' layouts, and finding the feature classifier.
+
+The feature classifier itself is `mgnt_hf.MGNTFeatureClassifier` (`modeling_feature_classifier.py`); pictures of
+samples are drawn by `mgnt_hf.visualization`; `mgnt evaluate` / `mgnt evaluate-video` (`mgnt_hf.cli`) are the
+command line.
+
+```python
+>>> from mgnt_hf import MGNTPipeline, shipped
+>>> from mgnt_hf.evaluation import QualityRow, evaluate_pipeline, format_results_table
+>>> pipe = MGNTPipeline.from_pretrained(shipped("mgnt-fashion-mnist"))
+>>> rows = ["maskgit", "default+cache", QualityRow("half-then-full-8", [[0.5, 4], [1.0, 4]], num_inference_steps=8)]
+>>> print(format_results_table(evaluate_pipeline(pipe, rows=rows, samples_per_class=20)))
+```
+"""
+
+from ..configuration_feature_classifier import MGNTFeatureClassifierConfig
+from ..modeling_feature_classifier import MGNTFeatureClassifier, MGNTFeatureClassifierOutput
+from .data import (
+    DEFAULT_CLASSIFIER,
+    DEFAULT_FRAME_CLASSIFIER,
+    FASHION_MNIST_DIR,
+    FASHION_MNIST_LABELS,
+    fashion_mnist_pixels,
+    frames_to_pixels,
+    load_classifier,
+    load_reference_images,
+    load_video_arrays,
+    pad_pixels,
+    pixels_from_images,
+    real_subset_indices,
+    resolve_classifier,
+    videos_to_tensor,
+)
+from .metrics import (
+    I3D_RESOLUTION,
+    PSNR_CAP_DB,
+    SSIM_K1,
+    SSIM_K2,
+    SSIM_SIGMA,
+    SSIM_WINDOW_SIZE,
+    FeatureStatistics,
+    FeatureStatisticsAccumulator,
+    cached_reference_statistics,
+    class_accuracy,
+    classifier_fid,
+    classifier_outputs,
+    classify_video_frames,
+    default_cache_dir,
+    evaluate_samples,
+    frame_difference,
+    frechet_distance,
+    frechet_distance_from_statistics,
+    frechet_video_distance,
+    gaussian_window,
+    i3d_features,
+    inception_fid,
+    label_consistency,
+    load_i3d,
+    majority_labels,
+    prediction_scores,
+    psnr,
+    reference_statistics,
+    reference_statistics_key,
+    score_samples,
+    ssim,
+    video_classifier_scores,
+)
+
+__all__ = [
+    # the classifier
+    "MGNTFeatureClassifier",
+    "MGNTFeatureClassifierConfig",
+    "MGNTFeatureClassifierOutput",
+    # data
+    "DEFAULT_CLASSIFIER",
+    "DEFAULT_FRAME_CLASSIFIER",
+    "FASHION_MNIST_DIR",
+    "FASHION_MNIST_LABELS",
+    "fashion_mnist_pixels",
+    "frames_to_pixels",
+    "load_classifier",
+    "load_reference_images",
+    "load_video_arrays",
+    "pad_pixels",
+    "pixels_from_images",
+    "real_subset_indices",
+    "resolve_classifier",
+    "videos_to_tensor",
+    # metrics
+    "I3D_RESOLUTION",
+    "PSNR_CAP_DB",
+    "SSIM_K1",
+    "SSIM_K2",
+    "SSIM_SIGMA",
+    "SSIM_WINDOW_SIZE",
+    "FeatureStatistics",
+    "FeatureStatisticsAccumulator",
+    "cached_reference_statistics",
+    "class_accuracy",
+    "classifier_fid",
+    "classifier_outputs",
+    "classify_video_frames",
+    "default_cache_dir",
+    "evaluate_samples",
+    "frame_difference",
+    "frechet_distance",
+    "frechet_distance_from_statistics",
+    "frechet_video_distance",
+    "gaussian_window",
+    "i3d_features",
+    "inception_fid",
+    "label_consistency",
+    "load_i3d",
+    "majority_labels",
+    "prediction_scores",
+    "psnr",
+    "reference_statistics",
+    "reference_statistics_key",
+    "score_samples",
+    "ssim",
+    "video_classifier_scores",
+]

@@ -1,0 +1,55 @@
+"""Evaluation inputs (`mgnt_hf.evaluation.data`): pixels from images, padding, the Fashion-MNIST split."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mgnt_hf.evaluation import fashion_mnist_pixels, pad_pixels, pixels_from_images
+
+
+# --- data helpers -----------------------------------------------------------------------------
+
+
+def test_fashion_mnist_pixels_rejects_unknown_split():
+    with pytest.raises(ValueError, match="validation"):
+        fashion_mnist_pixels("validation")
+
+
+def test_pixels_from_images_maps_uint8_and_unit_floats_to_minus_one_one():
+    uint8 = np.array([[[0, 255], [51, 204]]], dtype=np.uint8)  # [1, 2, 2]
+    expected = torch.tensor([[[[-1.0, 1.0], [-0.6, 0.6]]]])
+    torch.testing.assert_close(pixels_from_images(uint8), expected)
+    torch.testing.assert_close(pixels_from_images(uint8[..., None].astype(np.float32) / 255.0), expected)
+    torch.testing.assert_close(pixels_from_images([Image.fromarray(uint8[0])]), expected)
+    rgb = pixels_from_images(np.zeros((2, 5, 5, 3), dtype=np.uint8))
+    assert rgb.shape == (2, 3, 5, 5) and rgb.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        torch.zeros(1, 1, 4, 4),  # already pixels
+        np.full((1, 4, 4, 1), 1.5, dtype=np.float32),  # outside [0, 1]
+        np.zeros((1, 4, 4), dtype=np.float32),  # float without a channel axis
+        np.zeros((1, 4, 4), dtype=np.int32),
+        [],
+    ],
+)
+def test_pixels_from_images_rejects_other_inputs(images):
+    with pytest.raises(ValueError):
+        pixels_from_images(images)
+
+
+def test_pad_pixels_centres_the_image_on_background():
+    pixels = torch.rand(2, 1, 28, 28) * 2 - 1
+    padded = pad_pixels(pixels, 32)
+    assert padded.shape == (2, 1, 32, 32)
+    torch.testing.assert_close(padded[:, :, 2:30, 2:30], pixels, rtol=0, atol=0)
+    border = torch.ones(32, 32, dtype=torch.bool)
+    border[2:30, 2:30] = False
+    assert (padded[:, :, border] == -1).all()
+    with pytest.raises(ValueError):
+        pad_pixels(pixels, 31)  # odd difference cannot be centred
+    with pytest.raises(ValueError):
+        pad_pixels(pixels, 16)
