@@ -219,8 +219,8 @@ def test_widths_that_are_not_nested_raise():
     ([0.5, 6], r"not a \[width_fraction, num_steps\] pair"),
     ([[0.0, 6]], r"fraction 0.0 must be a number in \(0, 1\]"),
     ([[1.5, 6]], r"fraction 1.5"),
-    ([[0.5, 0]], "step count 0 must be a positive integer"),
-    ([[0.5, 2.5]], "step count 2.5"),
+    ([[0.5, 0]], "width_schedule step count must be a positive integer, got 0"),
+    ([[0.5, 2.5]], "step count must be a positive integer, got 2.5"),
     ([[True, 2]], "fraction True"),
 ])
 def test_malformed_width_schedules_raise(width_schedule, message):
@@ -230,10 +230,10 @@ def test_malformed_width_schedules_raise(width_schedule, message):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(mask_schedule="square"), "mask_schedule must be one of .*; got 'square'"),
-    (dict(guidance_schedule="cosine"), "unknown guidance_schedule 'cosine'"),
+    (dict(guidance_schedule="cosine"), "guidance_schedule must be one of 'constant', 'linear'; got 'cosine'"),
     (dict(temperature=-1.0), "temperature must be a finite number >= 0"),
     (dict(choice_temperature=float("nan")), "choice_temperature"),
-    (dict(cache_refresh_interval=0), "cache_refresh_interval must be None"),
+    (dict(cache_refresh_interval=0), "cache_refresh_interval must be a positive integer or None, got 0"),
     (dict(use_cache="yes"), "use_cache must be True or False"),
 ])
 def test_bad_settings_raise(kwargs, message):

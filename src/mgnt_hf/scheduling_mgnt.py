@@ -1,5 +1,5 @@
 """MGNT scheduler: which width runs at each decoding step, when the KV cache is rebuilt, and the
-MaskGIT sampling maths of one step (DESIGN §1).
+MaskGIT sampling maths of one step (docs/design.md, "Width schedule and decoding" and "KV cache").
 
 The scheduler is the single home of the decode-time width schedule and the cache policy; the mask
 schedules themselves live in `mgnt_hf.masking` (shared with training).
@@ -17,6 +17,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
 from .masking import check_mask_schedule, num_masked_after_step
+from .utils.checks import check_choice, check_finite_number, check_guidance_scale, check_positive_int
 
 # Candidate width schedules, `[[fraction of hidden_size, num_steps], ...]` over 12 steps. FLOP ratios are
 # MaskGIT baseline / schedule, both with classifier-free guidance, from the analytic
@@ -84,9 +85,7 @@ def resolve_width_schedule(width_schedule: str | list | tuple) -> list[list]:
         fraction, num_steps = segment
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
             raise ValueError(f"width_schedule fraction {fraction!r} must be a number in (0, 1]")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(f"width_schedule step count {num_steps!r} must be a positive integer")
-        segments.append([float(fraction), num_steps])
+        segments.append([float(fraction), check_positive_int("width_schedule step count", num_steps)])
     return segments
 
 
@@ -100,8 +99,7 @@ def rescale_width_schedule(width_schedule: list[list], num_steps: int) -> list[l
     segment). With fewer steps than segments, the segments that get no step are dropped. Asking for the
     schedule's own total returns it unchanged.
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_inference_steps must be a positive integer, got {num_steps!r}")
+    check_positive_int("num_inference_steps", num_steps)
     total = sum(steps for _, steps in width_schedule)
     quotas = [Fraction(num_steps * steps, total) for _, steps in width_schedule]
     counts = [math.floor(quota) for quota in quotas]
@@ -117,19 +115,49 @@ def rescale_width_schedule(width_schedule: list[list], num_steps: int) -> list[l
     return [[fraction, count] for (fraction, _), count in zip(width_schedule, counts) if count > 0]
 
 
-def _check_number(name: str, value, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}")
-    return float(value)
-
-
 def check_cache_refresh_interval(value) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(
-            f"cache_refresh_interval must be None (rebuild only when the width changes) or a positive integer, "
-            f"got {value!r}"
-        )
-    return value
+    """None (rebuild the cache only when the width changes) or a positive number of steps."""
+    return check_positive_int("cache_refresh_interval", value, allow_none=True)
+
+
+# Keys of one `budget_schedules` entry: what runs, and what it measured when the schedule search chose it.
+BUDGET_SCHEDULE_KEYS = ("max_gflops_per_image", "width_schedule", "num_inference_steps", "use_cache",
+                        "gflops_per_image", "classifier_fid", "class_accuracy")
+
+
+def check_budget_schedules(entries) -> list[dict] | None:
+    """Validate a `budget_schedules` table (None, or a list of dicts with `BUDGET_SCHEDULE_KEYS`) -> plain lists.
+
+    Each entry is the schedule the search (`mgnt search-schedule`) chose for a compute budget: the budget
+    `max_gflops_per_image`, the decode it runs (`width_schedule` segments, `num_inference_steps`, `use_cache`), and
+    what it measured on the search's confirmation seeds (`gflops_per_image`, `classifier_fid`, `class_accuracy` in
+    [0, 1]). The pipeline picks among them by `max_gflops_per_image` at call time.
+    """
+    if entries is None:
+        return None
+    if not isinstance(entries, (list, tuple)) or not entries:
+        raise ValueError(f"budget_schedules must be None or a non-empty list of entries, got {entries!r}")
+    checked = []
+    for index, entry in enumerate(entries):
+        where = f"budget_schedules[{index}]"
+        if not isinstance(entry, dict) or set(entry) != set(BUDGET_SCHEDULE_KEYS):
+            keys = sorted(entry) if isinstance(entry, dict) else entry
+            raise ValueError(f"{where} must be a dict with exactly the keys {list(BUDGET_SCHEDULE_KEYS)}, got {keys!r}")
+        if not isinstance(entry["use_cache"], bool):
+            raise ValueError(f"{where}.use_cache must be True or False, got {entry['use_cache']!r}")
+        checked.append({
+            "max_gflops_per_image": check_finite_number(f"{where}.max_gflops_per_image", entry["max_gflops_per_image"],
+                                                        minimum=0, exclusive_minimum=True),
+            "width_schedule": resolve_width_schedule(entry["width_schedule"]),
+            "num_inference_steps": check_positive_int(f"{where}.num_inference_steps", entry["num_inference_steps"]),
+            "use_cache": entry["use_cache"],
+            "gflops_per_image": check_finite_number(f"{where}.gflops_per_image", entry["gflops_per_image"],
+                                                    minimum=0, exclusive_minimum=True),
+            "classifier_fid": check_finite_number(f"{where}.classifier_fid", entry["classifier_fid"], minimum=0),
+            "class_accuracy": check_finite_number(f"{where}.class_accuracy", entry["class_accuracy"],
+                                                  minimum=0, maximum=1),
+        })
+    return checked
 
 
 @dataclass
@@ -203,6 +231,10 @@ class MGNTScheduler(SchedulerMixin, ConfigMixin):
         guidance_schedule (`str`, defaults to `"constant"`):
             `constant`: scale `s` at every step. `linear`: `1 + (s - 1) * (t + 1) / T`, rising to `s` at the
             last step (less guidance while the image layout forms).
+        budget_schedules (`list[dict]`, *optional*):
+            The measured table of the schedule search (`mgnt search-schedule`, see `check_budget_schedules`):
+            `pipe(labels, max_gflops_per_image=G)` runs the entry of lowest measured classifier FID among those
+            whose transformer GFLOPs/image fit in `G`. Unused by a decode that does not ask for a budget.
     """
 
     order = 1
@@ -218,6 +250,7 @@ class MGNTScheduler(SchedulerMixin, ConfigMixin):
         choice_temperature: float = 4.5,
         guidance_scale: float = 2.0,
         guidance_schedule: str = "constant",
+        budget_schedules: list[dict] | None = None,
     ):
         # The config keeps the segments themselves, not a preset name, so a saved pipeline decodes the same
         # even if a preset is redefined later.
@@ -226,10 +259,11 @@ class MGNTScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"use_cache must be True or False, got {use_cache!r}")
         check_cache_refresh_interval(cache_refresh_interval)
         check_mask_schedule(mask_schedule)
-        _check_number("temperature", temperature)
-        _check_number("choice_temperature", choice_temperature)
-        _check_number("guidance_scale", guidance_scale)
+        check_finite_number("temperature", temperature, minimum=0)
+        check_finite_number("choice_temperature", choice_temperature, minimum=0)
+        check_guidance_scale(guidance_scale)
         self.check_guidance_schedule(guidance_schedule)
+        self.register_to_config(budget_schedules=check_budget_schedules(budget_schedules))
         self.num_inference_steps: int | None = None
         self.timesteps: torch.Tensor | None = None
         self.width_schedule: list[list] | None = None
@@ -238,9 +272,7 @@ class MGNTScheduler(SchedulerMixin, ConfigMixin):
 
     @staticmethod
     def check_guidance_schedule(name: str) -> str:
-        if name not in GUIDANCE_SCHEDULES:
-            raise ValueError(f"unknown guidance_schedule {name!r}; allowed: {list(GUIDANCE_SCHEDULES)}")
-        return name
+        return check_choice("guidance_schedule", name, GUIDANCE_SCHEDULES)
 
     def set_timesteps(self, num_inference_steps: int | None = None, width_schedule: list | str | None = None,
                       device: str | torch.device | None = None):
@@ -291,6 +323,27 @@ class MGNTScheduler(SchedulerMixin, ConfigMixin):
         if not use_cache or cache_width is None or cache_width != width or last_full_pass_step is None:
             return True
         return cache_refresh_interval is not None and step_index - last_full_pass_step >= cache_refresh_interval
+
+    def decode_plan(self, num_tokens: int, use_cache: bool | None = None,
+                    cache_refresh_interval: int | None | str = "scheduler") -> list[tuple[float, bool, int]]:
+        """What each step of the current timesteps runs when the decode starts from a fully masked grid of
+        `num_tokens`: `(width_fraction, full_pass, num_tokens_run)` per step.
+
+        The pipeline's loop follows the same rules (this cache policy, and active tokens = still masked + revealed
+        at the previous step, which is the masked count before the previous step), so the FLOPs of a schedule can be
+        known before it runs. Arguments as in `needs_full_pass`.
+        """
+        plan, cache_fraction, last_full_pass_step = [], None, None
+        for step_index, fraction in enumerate(self.step_width_fractions):
+            full_pass = self.needs_full_pass(step_index, fraction, cache_fraction, last_full_pass_step,
+                                             use_cache=use_cache, cache_refresh_interval=cache_refresh_interval)
+            if full_pass:
+                cache_fraction, last_full_pass_step, num_run = fraction, step_index, num_tokens
+            else:
+                num_run = num_masked_after_step(self.config.mask_schedule, step_index - 2, self.num_inference_steps,
+                                                num_tokens) if step_index >= 2 else num_tokens
+            plan.append((fraction, full_pass, num_run))
+        return plan
 
     def guidance_scale_at(self, step_index: int, guidance_scale: float) -> float:
         """Guidance scale of step `step_index` under the configured `guidance_schedule`."""
