@@ -433,7 +433,7 @@ def test_bad_width_schedules_raise(tiny_pipeline, width_schedule, message):
 
 
 def test_unknown_output_type_raises(tiny_pipeline):
-    with pytest.raises(ValueError, match=r"unknown output_type 'jpeg'; allowed: \['pil', 'np', 'pt', 'latent'\]"):
+    with pytest.raises(ValueError, match=r"output_type must be one of 'pil', 'np', 'pt', 'latent'; got 'jpeg'"):
         tiny_pipeline([0], output_type="jpeg")
 
 

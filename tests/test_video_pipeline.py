@@ -269,7 +269,7 @@ EXPECTED_PT = r"context_frames must be \[B, Tc, 1, 16, 16\] with Tc a multiple o
      "latents and context_frames cannot be combined"),
     (dict(class_labels=[0], num_videos_per_prompt=0), "num_videos_per_prompt must be a positive integer, got 0"),
     (dict(class_labels=[0, 1], generator=[seeded()]), "got 1 generators for 2 videos"),
-    (dict(class_labels=[0], output_type="gif"), r"unknown output_type 'gif'"),
+    (dict(class_labels=[0], output_type="gif"), r"output_type must be one of .*; got 'gif'"),
     (dict(class_labels=[5]), r"class label 5 is out of range"),
     (dict(class_labels=[0], latents=torch.zeros(1, 4, 4, dtype=torch.long)),
      r"latents must be a LongTensor of token ids shaped \[1, 2, 4, 4\]"),

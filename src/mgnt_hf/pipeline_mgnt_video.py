@@ -1,26 +1,27 @@
 """MGNT video pipeline: class labels and/or context frames -> `[t, h, w]` token videos (the same MaskGIT decode
 with nested widths and a KV cache as images) -> frames.
 
-Two tasks (DESIGN §1, Video): class-conditional generation (UCF101-like) and frame prediction (Kinetics600-like),
-where the tokens of the given first frames are fixed and never masked. The decode loop itself is
-`MGNTPipeline._decode_tokens`; this file adds what differs for video: the context frames (checked, encoded once
-by the causal video tokenizer, placed in the start grid), the output layouts of frames and the model card
-(`mgnt_hf.video_utils.export_to_video` writes a video of the output to a file).
+Two tasks (docs/design.md, "Video"): class-conditional generation (UCF101-like) and frame prediction
+(Kinetics600-like), where the tokens of the given first frames are fixed and never masked. The decode loop, the
+call-argument checks and the start grid are [`MGNTBasePipeline`]'s (`pipeline_mgnt_base.py`, shared with the image
+pipeline [`MGNTPipeline`], a sibling); loading and publishing are `hub_utils.py`'s. This file adds what differs for
+video: the context frames (checked, encoded once by the causal video tokenizer, placed in the start grid), the output
+layouts of frames and the model card (`model_card_video.md`). `mgnt_hf.video_utils.export_to_video` writes one video
+of the output to a file.
 """
 
 from __future__ import annotations
 
 import numbers
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
-from huggingface_hub import ModelCard, ModelCardData
 
-from .pipeline_mgnt import MGNTPipeline
+from .pipeline_mgnt_base import MGNTBasePipeline
+from .resources import VIDEO_CARD_TEMPLATE
 
 
 @dataclass
@@ -50,92 +51,7 @@ class MGNTVideoPipelineOutput(BaseOutput):
     num_context_frames: int
 
 
-# The model card of a video pipeline (README.md with YAML front matter); the image card is the top-level
-# `model_card.md`. Rendered by `huggingface_hub.ModelCard.from_template` (Jinja2).
-VIDEO_MODEL_CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# MaGNeTS video generator (`mgnt_hf`)
-
-A [MaGNeTS](https://arxiv.org/abs/2502.00382) (Masked Generative Nested Transformers with Decode Time
-Scaling) video pipeline: a causal video VQ tokenizer turns {{ vqvae.num_frames if vqvae else "T" }}-frame clips
-into {{ transformer.token_grid | join("x") }} (time x height x width) token grids; a bidirectional transformer
-whose leading slices are themselves smaller transformers fills in masked tokens over
-{{ scheduler.width_schedule | sum(attribute=1) }} MaskGIT steps, running small widths early and large widths
-late, with a KV cache for tokens already decoded. It generates videos of a class, and predicts the rest of a
-video from its first frames (their tokens are kept fixed).
-
-## Usage
-
-```bash
-pip install "mgnt_hf[video]"
-```
-
-```python
-import torch
-from mgnt_hf import MGNTVideoPipeline, export_to_video
-
-pipe = MGNTVideoPipeline.from_pretrained("{{ repo_id }}")
-
-# Class-conditional generation
-out = pipe({{ example_labels }}, generator=torch.manual_seed(0))
-export_to_video(out.frames[0], "sample.mp4", fps=8)  # frames: [B, T, H, W, C] in [0, 1]
-print(out.gflops_per_video)  # transformer GFLOPs per video, both guidance branches
-
-# Frame prediction from the first Tc frames of each video ([B, Tc, H, W, C] in [0, 1], or [B, Tc, C, H, W] tensors)
-context = out.frames[:, :{{ vqvae.temporal_downsample_factor if vqvae else 1 }}]
-predicted = pipe(None, context_frames=context, generator=torch.manual_seed(1))  # or one label per video
-```
-
-Context frames: `Tc` a multiple of {{ vqvae.temporal_downsample_factor if vqvae else "the tokenizer's temporal downsampling factor" }}, fewer than {{ vqvae.num_frames if vqvae else "the clip length" }}, at the tokenizer's resolution.
-Load it with `MGNTVideoPipeline.from_pretrained` (not `DiffusionPipeline.from_pretrained`: the components are
-`mgnt_hf` classes).
-
-## Model
-
-| | |
-|---|---|
-| Transformer | {{ transformer.num_hidden_layers }} layers, hidden size {{ transformer.hidden_size }}, {{ transformer.num_attention_heads }} heads, MLP {{ transformer.intermediate_size }}, {{ "{:,}".format(num_parameters) }} parameters |
-| Nested widths | {{ transformer.nested_widths | join(", ") }} |
-| Token grid | {{ transformer.token_grid | join("x") }} (t x h x w), codebook of {{ transformer.codebook_size }} codes |
-| Classes | {{ transformer.num_classes }}{% if id2label %}: {{ id2label.values() | join(", ") }}{% endif %} |
-{% if vqvae -%}
-| Tokenizer | {{ vqvae.num_channels }}-channel clips of {{ vqvae.num_frames }} frames at {{ vqvae.resolution | join("x") }} px, downsampling x{{ vqvae.temporal_downsample_factor }} in time (causal) and x{{ vqvae.downsample_factor }} in space, {{ vqvae.codebook_size }} codes |
-{% endif %}
-
-## Decoding
-
-| | |
-|---|---|
-| Width schedule | `{{ scheduler.width_schedule }}` (`[width fraction of {{ transformer.hidden_size }}, steps]`) |
-| KV cache | {{ "on" if scheduler.use_cache else "off" }}{% if scheduler.use_cache %}, rebuilt when the width changes{% if scheduler.cache_refresh_interval %} and every {{ scheduler.cache_refresh_interval }} steps{% endif %}{% endif %} |
-| Mask schedule | {{ scheduler.mask_schedule }} |
-| Temperature / choice temperature | {{ scheduler.temperature }} / {{ scheduler.choice_temperature }} (annealed to 0) |
-| Guidance | scale {{ scheduler.guidance_scale }}, {{ scheduler.guidance_schedule }} schedule (class-conditional calls; off for frame prediction without labels) |
-
-Each of these can be changed per call, e.g. `pipe(labels, width_schedule=[[1.0, 12]], use_cache=False)`
-is the MaskGIT baseline.
-
-## Metrics
-
-{% if metrics -%}
-| Metric | Value |
-|---|---|
-{% for name, value in metrics.items() -%}
-| {{ name }} | {{ value }} |
-{% endfor %}
-{%- else -%}
-Not measured yet.
-{%- endif %}
-
-## License
-
-{{ license }}
-"""
-
-
-class MGNTVideoPipeline(MGNTPipeline):
+class MGNTVideoPipeline(MGNTBasePipeline):
     r"""
     Video generation with MaGNeTS: class-conditional generation and frame prediction. The same MaskGIT decode
     with nested widths and a KV cache as [`MGNTPipeline`], over `[t, h, w]` token grids (sequence order: time,
@@ -164,11 +80,19 @@ class MGNTVideoPipeline(MGNTPipeline):
     ```
     """
 
+    model_card_template = VIDEO_CARD_TEMPLATE
+    model_card_pipeline_tag = None  # the Hub has no task for class-conditional video generation or frame prediction
+    model_card_tags = ("mgnt_hf", "magnets", "maskgit", "video-generation", "frame-prediction",
+                       "class-conditional-video-generation", "nested-transformer")
+    output_name = "video"
+    num_per_prompt_name = "num_videos_per_prompt"
+    prompts_name = "prompts"
+
     # ---------------------------------------------------------------- checks
 
     def check_components(self) -> None:
         """`ValueError` unless the transformer takes `(t, h, w)` grids and the tokenizer (if any) is a video
-        tokenizer; then the codebook and token grid checks of [`MGNTPipeline`]."""
+        tokenizer; then the codebook and token grid checks of [`MGNTBasePipeline`]."""
         token_grid = tuple(self.transformer.config.token_grid)
         tokenizer_is_video = self.vqvae is None or self.vqvae.config.is_video
         if len(token_grid) != 3 or not tokenizer_is_video:
@@ -178,6 +102,48 @@ class MGNTVideoPipeline(MGNTPipeline):
                 f"with a 3-entry token_grid (t, h, w); got {tokenizer} tokenizer and token_grid {token_grid}"
             )
         super().check_components()
+
+    def _check_prompts(self, class_labels, context_frames, latents) -> None:
+        """What a call asks for: labels, context frames or both; a start grid only without context."""
+        if class_labels is None and context_frames is None:
+            raise ValueError("give class_labels (class-conditional generation), context_frames (frame prediction) "
+                             "or both")
+        if latents is not None and context_frames is not None:
+            raise ValueError("latents and context_frames cannot be combined: the context fixes the first latent "
+                             "frames itself; pass one or the other")
+        if context_frames is not None and self.vqvae is None:
+            raise ValueError("context_frames need a vqvae to encode them; this pipeline has none")
+
+    def _resolve_guidance_scale(self, class_labels, guidance_scale) -> float:
+        """The call's guidance scale: the scheduler's when not given; 1 (off) without class labels."""
+        if class_labels is not None:
+            return self.scheduler.config.guidance_scale if guidance_scale is None else guidance_scale
+        # The condition is the null class; guidance against the same null branch would change nothing.
+        if guidance_scale is not None and not (isinstance(guidance_scale, numbers.Real) and guidance_scale == 1):
+            raise ValueError(f"guidance_scale {guidance_scale!r} needs class_labels: without them the condition "
+                             f"is the null class and guidance is off; pass guidance_scale=None or 1")
+        return 1.0
+
+    def _prompt_labels(self, class_labels, context_pixels: torch.Tensor | None, device) -> torch.LongTensor:
+        """`[P]` class ids, one per prompt: the given labels, or the null class for each context video."""
+        if class_labels is None:
+            return torch.full((context_pixels.shape[0],), self.transformer.config.null_class_id, device=device)
+        labels = torch.tensor(self.get_label_ids(class_labels), device=device)
+        if context_pixels is not None and labels.shape[0] != context_pixels.shape[0]:
+            raise ValueError(f"got {labels.shape[0]} class labels for {context_pixels.shape[0]} context videos; "
+                             f"give one label per context video, or class_labels=None")
+        return labels
+
+    def _context_start_grid(self, context_pixels: torch.Tensor, num_videos_per_prompt: int,
+                            device) -> torch.LongTensor:
+        """`[B, N]` start grid of frame prediction: the context's tokens (encoded once) in its first latent frames,
+        the mask id everywhere else (time-major order: the context's tokens come first)."""
+        config = self.transformer.config
+        context_ids = self.vqvae.encode(context_pixels.to(self.vqvae.device)).to(device)  # [Bc, Tc/ft, h, w]
+        batch_size = context_ids.shape[0] * num_videos_per_prompt
+        tokens = torch.full((batch_size, *config.token_grid), config.mask_token_id, dtype=torch.long, device=device)
+        tokens[:, : context_ids.shape[1]] = context_ids.repeat_interleave(num_videos_per_prompt, dim=0)
+        return tokens.view(batch_size, -1)
 
     def _context_layouts(self) -> dict[str, str]:
         """The accepted context shapes, spelled out with this tokenizer's sizes (for error messages)."""
@@ -318,58 +284,27 @@ class MGNTVideoPipeline(MGNTPipeline):
         """
         config = self.transformer.config
         self.check_components()
-        if class_labels is None and context_frames is None:
-            raise ValueError("give class_labels (class-conditional generation), context_frames (frame prediction) "
-                             "or both")
-        if latents is not None and context_frames is not None:
-            raise ValueError("latents and context_frames cannot be combined: the context fixes the first latent "
-                             "frames itself; pass one or the other")
-        if context_frames is not None and self.vqvae is None:
-            raise ValueError("context_frames need a vqvae to encode them; this pipeline has none")
-        if isinstance(num_videos_per_prompt, bool) or not isinstance(num_videos_per_prompt, int) \
-                or num_videos_per_prompt < 1:
-            raise ValueError(f"num_videos_per_prompt must be a positive integer, got {num_videos_per_prompt!r}")
-        if class_labels is None:
-            # The condition is the null class; guidance against the same null branch would change nothing.
-            if guidance_scale is not None and not (isinstance(guidance_scale, numbers.Real) and guidance_scale == 1):
-                raise ValueError(f"guidance_scale {guidance_scale!r} needs class_labels: without them the condition "
-                                 f"is the null class and guidance is off; pass guidance_scale=None or 1")
-            guidance_scale = 1.0
-        elif guidance_scale is None:
-            guidance_scale = self.scheduler.config.guidance_scale
-        self._check_call_arguments(output_type, num_videos_per_prompt, guidance_scale, use_cache,
-                                   cache_refresh_interval, callback_on_step_end_tensor_inputs)
+        self._check_prompts(class_labels, context_frames, latents)
+        guidance_scale = self._resolve_guidance_scale(class_labels, guidance_scale)
+        self.check_inputs(output_type, num_videos_per_prompt, guidance_scale, use_cache, cache_refresh_interval,
+                          callback_on_step_end_tensor_inputs)
         use_cache = self.scheduler.config.use_cache if use_cache is None else use_cache
         device = self._execution_device
 
         context_pixels = None if context_frames is None else self._context_pixels(context_frames)  # [Bc, C, Tc, H, W]
-        if class_labels is None:
-            labels = torch.full((context_pixels.shape[0],), config.null_class_id, device=device)
-        else:
-            labels = torch.tensor(self.get_label_ids(class_labels), device=device)
-            if context_pixels is not None and labels.shape[0] != context_pixels.shape[0]:
-                raise ValueError(f"got {labels.shape[0]} class labels for {context_pixels.shape[0]} context videos; "
-                                 f"give one label per context video, or class_labels=None")
-        labels = labels.repeat_interleave(num_videos_per_prompt)  # [B]
+        labels = self._prompt_labels(class_labels, context_pixels, device).repeat_interleave(num_videos_per_prompt)
         batch_size = labels.shape[0]
-        if isinstance(generator, (list, tuple)) and len(generator) != batch_size:
-            raise ValueError(f"got {len(generator)} generators for {batch_size} videos "
-                             f"(prompts x num_videos_per_prompt); pass one per video or a single generator")
-        step_widths = self._prepare_timesteps(num_inference_steps, width_schedule, device)
+        self.check_generator(generator, batch_size)
+        step_widths = self.prepare_timesteps(num_inference_steps, width_schedule, device)
         self._guidance_scale = guidance_scale
 
         if context_pixels is None:
             num_context_frames = 0
-            tokens = self._initial_tokens(latents, batch_size, device)  # [B, N]
+            tokens = self.prepare_latents(latents, batch_size, device)  # [B, N]
         else:
             num_context_frames = context_pixels.shape[2]
-            vqvae_device = self.vqvae.device
-            context_ids = self.vqvae.encode(context_pixels.to(vqvae_device)).to(device)  # [Bc, Tc/ft, h, w]
-            tokens = torch.full((batch_size, *config.token_grid), config.mask_token_id, dtype=torch.long,
-                                device=device)
-            tokens[:, : context_ids.shape[1]] = context_ids.repeat_interleave(num_videos_per_prompt, dim=0)
-            tokens = tokens.view(batch_size, -1)  # [B, N]: the context's tokens first (time-major order)
-        tokens, total_flops, widths_run, full_passes = self._decode_tokens(
+            tokens = self._context_start_grid(context_pixels, num_videos_per_prompt, device)  # [B, N]
+        tokens, total_flops, widths_run, full_passes = self.decode_tokens(
             labels, tokens, step_widths, generator, use_cache, cache_refresh_interval, callback_on_step_end,
             callback_on_step_end_tensor_inputs)
 
@@ -377,8 +312,7 @@ class MGNTVideoPipeline(MGNTPipeline):
         if output_type == "latent":
             frames = token_videos
         else:
-            pixels = self.vqvae.decode(token_videos)  # [B, C, T, H, W] in [-1, 1]
-            frames = (pixels.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)  # [B, T, C, H, W]
+            frames = self.decode_pixels(token_videos).permute(0, 2, 1, 3, 4)  # [B, T, C, H, W] in [0, 1]
             if output_type != "pt":
                 frames = frames.cpu().permute(0, 1, 3, 4, 2).numpy()  # [B, T, H, W, C]
                 if output_type == "pil":
@@ -390,35 +324,3 @@ class MGNTVideoPipeline(MGNTPipeline):
             return frames, gflops_per_video
         return MGNTVideoPipelineOutput(frames=frames, gflops_per_video=gflops_per_video, widths=widths_run,
                                        full_passes=full_passes, num_context_frames=num_context_frames)
-
-    # ---------------------------------------------------------------- publishing
-
-    def create_model_card(self, repo_id: str | None = None, license: str = "mit", metrics: dict | None = None,
-                          datasets: list[str] | None = None) -> ModelCard:
-        """The model card (README.md with YAML front matter) of a video pipeline, from `VIDEO_MODEL_CARD_TEMPLATE`.
-
-        Args: as [`MGNTPipeline.create_model_card`]. The Hub has no pipeline tag for class-conditional video
-        generation or frame prediction, so none is set; the tags say what the model does.
-        """
-        config = self.transformer.config
-        card_data = ModelCardData(
-            library_name="mgnt_hf",
-            license=license,
-            tags=["mgnt_hf", "magnets", "maskgit", "video-generation", "frame-prediction",
-                  "class-conditional-video-generation", "nested-transformer"],
-            datasets=datasets,
-        )
-        id2label = config.id2label if len(config.id2label or {}) == config.num_classes else None
-        return ModelCard.from_template(
-            card_data,
-            template_str=VIDEO_MODEL_CARD_TEMPLATE,
-            repo_id=repo_id or "path/to/pipeline",
-            transformer=config,
-            num_parameters=sum(p.numel() for p in self.transformer.parameters()),
-            vqvae=None if self.vqvae is None else self.vqvae.config,
-            scheduler=dict(self.scheduler.config),
-            example_labels=list(sorted(self.labels)[:2]) if id2label else [0, 1][:config.num_classes],
-            id2label=id2label,
-            metrics=metrics,
-            license=license,
-        )
