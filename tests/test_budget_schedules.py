@@ -61,3 +61,88 @@ def test_bad_budget_entries_are_refused_naming_the_entry(change, message):
 def test_an_empty_table_is_refused():
     with pytest.raises(ValueError, match="budget_schedules must be None or a non-empty list"):
         MGNTScheduler(budget_schedules=[])
+
+
+# ---------------------------------------------------------------- the pipeline's compute budgets
+
+def with_table(pipe, entries):
+    pipe.scheduler = MGNTScheduler.from_config(pipe.scheduler.config, budget_schedules=entries)
+    return pipe
+
+
+def table_for(pipe):
+    """Three entries: cheap and poor, mid and best, expensive and worse than mid."""
+    schedules = [([[0.125, 4]], 4, True, 9.0), ([[0.25, 3], [1.0, 3]], 6, True, 2.0), ([[1.0, 12]], 12, False, 3.0)]
+    entries = []
+    for schedule, steps, use_cache, fid in schedules:
+        gflops = pipe.planned_gflops_per_image(steps, schedule, use_cache)
+        entries.append(dict(max_gflops_per_image=gflops, width_schedule=schedule, num_inference_steps=steps,
+                            use_cache=use_cache, gflops_per_image=gflops, classifier_fid=fid, class_accuracy=0.9))
+    return entries
+
+
+def labels_out(pipe, **kwargs):
+    return pipe([0, 2], generator=torch.Generator().manual_seed(0), output_type="latent", **kwargs)
+
+
+def test_planned_gflops_equal_what_the_call_reports(tiny_pipeline):
+    for kwargs in (dict(), dict(width_schedule="maskgit", use_cache=False), dict(num_inference_steps=5),
+                   dict(guidance_scale=1.0, width_schedule=[[0.5, 3], [1.0, 2]])):
+        assert tiny_pipeline.planned_gflops_per_image(**kwargs) == pytest.approx(
+            labels_out(tiny_pipeline, **kwargs).gflops_per_image, rel=1e-12)
+
+
+def test_a_budget_runs_the_best_stored_entry_that_fits(tiny_pipeline):
+    entries = table_for(tiny_pipeline)
+    pipe = with_table(tiny_pipeline, entries)
+    expensive = entries[2]["gflops_per_image"]
+    output = labels_out(pipe, max_gflops_per_image=expensive)  # all three fit: the mid one has the lowest cFID
+    explicit = labels_out(pipe, width_schedule=entries[1]["width_schedule"], num_inference_steps=6, use_cache=True)
+    assert torch.equal(output.images, explicit.images) and output.widths == explicit.widths
+    assert output.gflops_per_image <= expensive
+    cheap = entries[0]["gflops_per_image"]
+    only_cheap = labels_out(pipe, max_gflops_per_image=cheap * 1.0001)
+    assert only_cheap.widths == [8] * 4 and only_cheap.gflops_per_image <= cheap * 1.0001
+
+
+def test_a_budget_is_costed_at_the_calls_guidance(tiny_pipeline):
+    entries = table_for(tiny_pipeline)
+    pipe = with_table(tiny_pipeline, entries)
+    # Without guidance only one branch runs: the full-width entry then fits half its guided cost.
+    budget = entries[2]["gflops_per_image"] / 2
+    output = labels_out(pipe, max_gflops_per_image=budget, guidance_scale=1.0)
+    assert output.gflops_per_image <= budget
+    assert pipe.budget_schedule(budget, guidance_scale=1.0) == pipe.budget_schedule(budget * 2)
+
+
+def test_a_budget_below_the_cheapest_entry_names_the_cheapest(tiny_pipeline):
+    entries = table_for(tiny_pipeline)
+    pipe = with_table(tiny_pipeline, entries)
+    cheapest = entries[0]["gflops_per_image"]
+    with pytest.raises(ValueError, match=rf"below the cheapest stored budget schedule \({cheapest:.4g} GFLOPs"):
+        labels_out(pipe, max_gflops_per_image=cheapest / 2)
+
+
+def test_a_budget_without_a_table_says_how_to_make_one(tiny_pipeline):
+    with pytest.raises(ValueError, match="has none; make one with `mgnt search-schedule PIPELINE --budgets"):
+        labels_out(tiny_pipeline, max_gflops_per_image=100.0)
+
+
+@pytest.mark.parametrize("kwargs", [dict(width_schedule="maskgit"), dict(num_inference_steps=4), dict(use_cache=False)])
+def test_a_budget_with_an_explicit_schedule_is_refused(tiny_pipeline, kwargs):
+    pipe = with_table(tiny_pipeline, table_for(tiny_pipeline))
+    with pytest.raises(ValueError, match="max_gflops_per_image chooses the schedule; it cannot be combined"):
+        labels_out(pipe, max_gflops_per_image=100.0, **kwargs)
+
+
+@pytest.mark.parametrize("budget", [0, -1.0, float("nan"), True])
+def test_bad_budgets_are_refused(tiny_pipeline, budget):
+    pipe = with_table(tiny_pipeline, table_for(tiny_pipeline))
+    with pytest.raises(ValueError, match="max_gflops_per_image must be a finite number"):
+        labels_out(pipe, max_gflops_per_image=budget)
+
+
+def test_a_table_changes_nothing_about_calls_without_a_budget(tiny_pipeline):
+    before = labels_out(tiny_pipeline).images
+    with_table(tiny_pipeline, table_for(tiny_pipeline))
+    assert torch.equal(labels_out(tiny_pipeline).images, before)

@@ -97,6 +97,7 @@ class MGNTPipeline(MGNTBasePipeline):
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers convention)
         cache_refresh_interval: int | None | str = "scheduler",
+        max_gflops_per_image: float | None = None,
     ) -> MGNTPipelineOutput | tuple:
         r"""
         Generate images of the given classes.
@@ -126,6 +127,11 @@ class MGNTPipeline(MGNTBasePipeline):
                 `[B, h, w]`); a returned `latents` replaces the grid.
             cache_refresh_interval: `None` or a positive int (see [`MGNTScheduler`]); `"scheduler"` takes the
                 scheduler's setting.
+            max_gflops_per_image (`float`, *optional*): a compute budget instead of a schedule: run the entry of the
+                scheduler's `budget_schedules` (the measured table of `mgnt search-schedule`) of lowest classifier
+                FID among those that fit, so the output's `gflops_per_image` is at most this. Not combinable with
+                `num_inference_steps`, `width_schedule` or `use_cache`. `ValueError` when the pipeline has no table
+                or the budget is below its cheapest entry.
 
         KV cache (docs/design.md, "KV cache"): every step runs `transformer.forward(..., width=w)`. The active
         tokens of a step are those still masked plus those whose id changed since the cache last saw them (revealed
@@ -142,6 +148,15 @@ class MGNTPipeline(MGNTBasePipeline):
         guidance_scale = self.scheduler.config.guidance_scale if guidance_scale is None else guidance_scale
         self.check_inputs(output_type, num_images_per_prompt, guidance_scale, use_cache, cache_refresh_interval,
                           callback_on_step_end_tensor_inputs)
+        if max_gflops_per_image is not None:
+            given = [name for name, value in (("num_inference_steps", num_inference_steps),
+                                              ("width_schedule", width_schedule), ("use_cache", use_cache))
+                     if value is not None]
+            if given:
+                raise ValueError(f"max_gflops_per_image chooses the schedule; it cannot be combined with {given}")
+            entry = self.budget_schedule(max_gflops_per_image, guidance_scale, cache_refresh_interval)
+            num_inference_steps, width_schedule = entry["num_inference_steps"], entry["width_schedule"]
+            use_cache = entry["use_cache"]
         use_cache = self.scheduler.config.use_cache if use_cache is None else use_cache
         device = self._execution_device
 

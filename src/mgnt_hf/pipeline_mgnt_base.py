@@ -25,9 +25,19 @@ from .hub_utils import MGNTHubMixin
 from .modeling_mgnt import MGNTKVCache, MGNTTransformer, count_forward_flops
 from .modeling_vq import MGNTVQModel
 from .scheduling_mgnt import MGNTScheduler, check_cache_refresh_interval
-from .utils.checks import check_choice, check_guidance_scale, check_positive_int
+from .utils.checks import check_choice, check_finite_number, check_guidance_scale, check_positive_int
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def count_decode_flops(config, decode_plan: list[tuple[float, bool, int]], guided: bool) -> int:
+    """Transformer FLOPs of one output's decode, from `MGNTScheduler.decode_plan` (per step: width fraction, full
+    pass, tokens run): `count_forward_flops` of every step, both guidance branches when `guided`. Equal to the
+    `gflops_per_image * 1e9` a decode from a fully masked grid reports."""
+    branches = 2 if guided else 1
+    return sum(count_forward_flops(config, config.width_at(fraction), batch_size=branches,
+                                   num_active_tokens=None if full_pass else num_run)
+               for fraction, full_pass, num_run in decode_plan)
 
 
 @dataclass
@@ -181,6 +191,45 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
             raise ValueError(f"got {len(generator)} generators for {batch_size} {self.output_name}s "
                              f"({self.prompts_name} x {self.num_per_prompt_name}); pass one per {self.output_name} "
                              f"or a single generator")
+
+    # ---------------------------------------------------------------- compute budgets
+
+    def planned_gflops_per_image(self, num_inference_steps: int | None = None, width_schedule=None,
+                                 use_cache: bool | None = None, guidance_scale: float | None = None,
+                                 cache_refresh_interval: int | None | str = "scheduler") -> float:
+        """Transformer GFLOPs per output of a decode from a fully masked grid with these settings (None: the
+        scheduler's), known without running it: what the output's `gflops_per_image` will say."""
+        scheduler = MGNTScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(num_inference_steps, width_schedule=width_schedule)
+        guidance_scale = scheduler.config.guidance_scale if guidance_scale is None else guidance_scale
+        config = self.transformer.config
+        plan = scheduler.decode_plan(config.num_grid_tokens, use_cache=use_cache,
+                                     cache_refresh_interval=cache_refresh_interval)
+        return count_decode_flops(config, plan, guided=guidance_scale != 1) / 1e9
+
+    def budget_schedule(self, max_gflops_per_image: float, guidance_scale: float | None = None,
+                        cache_refresh_interval: int | None | str = "scheduler") -> dict:
+        """The entry of the scheduler's `budget_schedules` to run within `max_gflops_per_image`: of the entries whose
+        planned GFLOPs/output (at this guidance scale) fit, the one of lowest measured classifier FID.
+
+        `ValueError` when the pipeline has no table, or when no entry fits (naming the cheapest)."""
+        check_finite_number("max_gflops_per_image", max_gflops_per_image, minimum=0, exclusive_minimum=True)
+        entries = self.scheduler.config.budget_schedules
+        how = ("make one with `mgnt search-schedule PIPELINE --budgets G1 G2 ...` (mgnt_hf.evaluation."
+               "search_schedules + write_budget_schedules), or pass width_schedule / num_inference_steps instead")
+        if not entries:
+            raise ValueError(f"max_gflops_per_image needs the scheduler's budget_schedules table, and this pipeline "
+                             f"has none; {how}")
+        costed = [(self.planned_gflops_per_image(entry["num_inference_steps"], entry["width_schedule"],
+                                                 entry["use_cache"], guidance_scale, cache_refresh_interval), entry)
+                  for entry in entries]
+        fitting = [(gflops, entry) for gflops, entry in costed if gflops <= max_gflops_per_image]
+        if not fitting:
+            cheapest = min(gflops for gflops, _ in costed)
+            raise ValueError(f"max_gflops_per_image {max_gflops_per_image:g} is below the cheapest stored budget "
+                             f"schedule ({cheapest:.4g} GFLOPs per {self.output_name}); allowed: >= {cheapest:.4g}, "
+                             f"or {how}")
+        return min(fitting, key=lambda item: (item[1]["classifier_fid"], item[0]))[1]
 
     def prepare_timesteps(self, num_inference_steps: int | None, width_schedule, device) -> list[int]:
         """Set the scheduler's steps for this call (at most one per grid token); return the width of each step."""
