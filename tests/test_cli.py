@@ -63,7 +63,11 @@ def test_bad_arguments_give_one_line_errors(saved_pipeline, tmp_path, capsys, ar
 
 
 def test_without_a_pipeline_or_the_default_model_it_says_so(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli, "default_pipeline_candidates", lambda name="": [tmp_path / "missing"])
+    from mgnt_hf import resources
+
+    # Neither the package data nor the checkout has the shipped pipelines.
+    monkeypatch.setattr(resources, "PACKAGE_DIR", tmp_path / "package")
+    monkeypatch.setattr(resources, "CHECKOUT_DIR", tmp_path / "checkout")
     status = cli.main(["generate", "--output", str(tmp_path / "grid.png")])
     error = capsys.readouterr().err
     assert status == 2

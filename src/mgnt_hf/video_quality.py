@@ -96,20 +96,21 @@ from .evaluation import (
     videos_to_tensor,
 )
 from .evaluation import load_video_arrays
-from .quality import (
+from .evaluation.rows import (
     BASELINE_ROW,
     QualityRow,
-    _check_num_inference_steps,
-    _check_positive_int,
-    _synchronize,
-    _to_pil,
     check_classifier_fits,
+    check_num_inference_steps,
     decode_settings,
     default_rows,
     machine_info,
     parse_row,
-    real_subset_indices,
+    synchronize,
 )
+from .evaluation import load_classifier, real_subset_indices
+from .resources import DEFAULT_FRAME_CLASSIFIER, DEFAULT_VIDEO_PIPELINE
+from .utils.checks import check_positive_int
+from .visualization import write_sample_strip
 
 RESULTS_MARKDOWN = "results.md"
 RESULTS_JSON = "results.json"
@@ -159,16 +160,6 @@ def _check_context_frames(pipeline, context_frames) -> int:
     return context_frames
 
 
-def _write_strip(rows_of_frames: list[torch.Tensor], row_names: list[str], path: Path) -> None:
-    """PNG with one labelled row per video, its frames left to right; each video `[T, C, H, W]` in [0, 1]."""
-    from .cli import labelled_grid
-
-    num_frames = rows_of_frames[0].shape[0]
-    images = _to_pil(torch.cat(rows_of_frames) * 2 - 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    labelled_grid(images, row_names, num_frames, max(1, 64 // images[0].height)).save(path)
-
-
 def _timed_calls(pipeline, device, batches, call) -> tuple[torch.Tensor, dict]:
     """Run `call(batch) -> pipeline output` for each batch (a range of video indices), timing each call.
 
@@ -176,10 +167,10 @@ def _timed_calls(pipeline, device, batches, call) -> tuple[torch.Tensor, dict]:
     "num_full_passes"}`; seconds are the median over calls of (call seconds / its videos)."""
     frames, total_gflops, seconds, output = [], 0.0, [], None
     for batch in batches:
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         output = call(batch)
-        _synchronize(device)
+        synchronize(device)
         seconds.append((time.perf_counter() - start) / len(batch))
         frames.append(output.frames.float().cpu())
         total_gflops += output.gflops_per_video * len(batch)
@@ -259,11 +250,11 @@ def evaluate_video_pipeline(
     _check_count("num_prediction_videos", num_prediction_videos)
     if videos_per_class == 0 and num_prediction_videos == 0:
         raise ValueError("videos_per_class and num_prediction_videos are both 0: nothing to evaluate")
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("classifier_batch_size", classifier_batch_size)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("classifier_batch_size", classifier_batch_size)
     _check_count("seed", seed)
     _check_count("sample_videos", sample_videos)
-    num_steps = _check_num_inference_steps(pipeline, num_inference_steps)
+    num_steps = check_num_inference_steps(pipeline, num_inference_steps)
     guidance_scale = pipeline.scheduler.config.guidance_scale if guidance_scale is None else guidance_scale
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real) \
             or not math.isfinite(guidance_scale) or guidance_scale < 0:
@@ -349,7 +340,7 @@ def evaluate_video_pipeline(
             if sample_dir is not None and sample_videos:
                 shown = list(range(min(sample_videos, num_generated)))
                 path = Path(sample_dir) / f"{row.name}-generation.png"
-                _write_strip([frames[index] for index in shown],
+                write_sample_strip([frames[index] for index in shown],
                              [f"{int(generation_labels[i])}: {id2label.get(int(generation_labels[i]), '')}"
                               for i in shown], path)
                 result["generation"]["sample_strip"] = str(path)
@@ -361,7 +352,7 @@ def evaluate_video_pipeline(
             if sample_dir is not None and sample_videos:
                 shown = range(min(sample_videos, num_prediction_videos))
                 path = Path(sample_dir) / f"{row.name}-prediction.png"
-                _write_strip([video for index in shown for video in (real[index], frames[index])],
+                write_sample_strip([video for index in shown for video in (real[index], frames[index])],
                              [name for index in shown for name in (f"real {index}", f"predicted {index}")], path)
                 result["prediction"]["sample_strip"] = str(path)
         row_results.append(result)
@@ -532,21 +523,6 @@ def write_video_results(results: dict, output_dir: str | os.PathLike) -> dict[st
 # Command line (benchmarks/video_quality.py)
 # ---------------------------------------------------------------------------------------------
 
-DEFAULT_FRAME_CLASSIFIER_NAME = "moving-fashion-mnist-frame-classifier"
-
-
-def default_frame_classifier() -> Path:
-    """The shipped frame classifier: package data (`mgnt_hf/pipelines`, a link to the checkout's `pipelines/` in a
-    source tree), else the checkout's `pipelines/`. `OSError` when neither has it."""
-    candidates = [Path(__file__).resolve().parent / "pipelines" / DEFAULT_FRAME_CLASSIFIER_NAME,
-                  Path(__file__).resolve().parents[2] / "pipelines" / DEFAULT_FRAME_CLASSIFIER_NAME]
-    for candidate in candidates:
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise OSError(f"the default frame classifier '{DEFAULT_FRAME_CLASSIFIER_NAME}' is not available (looked in "
-                  f"{', '.join(map(str, candidates))}); pass --classifier")
-
-
 def add_video_evaluate_arguments(parser) -> None:
     """The options of the video evaluation command (`benchmarks/video_quality.py`) on an argparse parser."""
     parser.add_argument("--pipeline", default=None,
@@ -554,7 +530,7 @@ def add_video_evaluate_arguments(parser) -> None:
                              "mgnt-moving-fashion-mnist)")
     parser.add_argument("--classifier", default=None,
                         help=f"per-frame MGNTFeatureClassifier folder (default: the shipped "
-                             f"{DEFAULT_FRAME_CLASSIFIER_NAME})")
+                             f"{DEFAULT_FRAME_CLASSIFIER})")
     parser.add_argument("--dataset", default="data/moving-fashion-mnist",
                         help="real videos: a save_to_disk folder or datasets name (default: data/moving-fashion-mnist)")
     parser.add_argument("--split", default="test", help="split of --dataset (default: test)")
@@ -585,16 +561,15 @@ def add_video_evaluate_arguments(parser) -> None:
 
 def run_video_evaluate(args) -> int:
     """Load the pipeline, the classifier and the real videos named by `args`, evaluate, write and print the results."""
-    from .cli import DEFAULT_VIDEO_PIPELINE_NAME, resolve_pipeline
+    from .cli import resolve_pipeline
     from .pipeline_mgnt_video import MGNTVideoPipeline
-    from .quality import resolve_classifier
 
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
-    pipe = MGNTVideoPipeline.from_pretrained(resolve_pipeline(args.pipeline, DEFAULT_VIDEO_PIPELINE_NAME))
-    classifier = MGNTFeatureClassifier.from_pretrained(resolve_classifier(args.classifier or default_frame_classifier()))
+    pipe = MGNTVideoPipeline.from_pretrained(resolve_pipeline(args.pipeline, DEFAULT_VIDEO_PIPELINE))
+    classifier = load_classifier(args.classifier, DEFAULT_FRAME_CLASSIFIER)
     videos, labels = load_video_arrays(args.dataset, args.split, limit=args.limit_real)
     num_frames = pipe.vqvae.config.num_frames
     if videos.shape[1] > num_frames:

@@ -2,6 +2,9 @@
 
 - `metrics`: feature statistics and the Fréchet distance, classifier FID and class accuracy, Inception FID,
   PSNR/SSIM, temporal consistency, FVD.
+- `rows`: [`QualityRow`] (a width schedule, the cache on or off, optionally its own step count), row names,
+  and what both runners share (seeded generators, timing, decode settings).
+- `image`: [`evaluate_pipeline`], the image runner, and its results (markdown table, JSON, plot).
 - `data`: real images and videos in the metrics' layouts, and finding the feature classifier.
 
 The feature classifier itself is `mgnt_hf.MGNTFeatureClassifier` (`modeling_feature_classifier.py`); pictures of
@@ -34,6 +37,14 @@ from .data import (
     real_subset_indices,
     resolve_classifier,
     videos_to_tensor,
+)
+from .image import (
+    evaluate_pipeline,
+    format_results_table,
+    plot_quality_vs_gflops,
+    sample_row,
+    tokenizer_reconstruction,
+    write_results,
 )
 from .metrics import (
     I3D_RESOLUTION,
@@ -68,6 +79,24 @@ from .metrics import (
     score_samples,
     ssim,
     video_classifier_scores,
+)
+from .rows import (
+    BASELINE_ROW,
+    CACHE_SUFFIX,
+    QualityRow,
+    check_classifier_fits,
+    check_num_inference_steps,
+    decode_settings,
+    default_num_inference_steps,
+    default_rows,
+    machine_info,
+    parse_row,
+    resolve_rows,
+    row_names_allowed,
+    row_step_widths,
+    seeded_generators,
+    synchronize,
+    timed_call,
 )
 
 __all__ = [
@@ -123,4 +152,28 @@ __all__ = [
     "score_samples",
     "ssim",
     "video_classifier_scores",
+    # rows
+    "BASELINE_ROW",
+    "CACHE_SUFFIX",
+    "QualityRow",
+    "check_classifier_fits",
+    "check_num_inference_steps",
+    "decode_settings",
+    "default_num_inference_steps",
+    "default_rows",
+    "machine_info",
+    "parse_row",
+    "resolve_rows",
+    "row_names_allowed",
+    "row_step_widths",
+    "seeded_generators",
+    "synchronize",
+    "timed_call",
+    # runners
+    "evaluate_pipeline",
+    "format_results_table",
+    "plot_quality_vs_gflops",
+    "sample_row",
+    "tokenizer_reconstruction",
+    "write_results",
 ]

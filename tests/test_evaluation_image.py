@@ -1,4 +1,5 @@
-"""Quality-vs-compute evaluation (`mgnt_hf.quality`, `mgnt evaluate`) on a tiny random pipeline and classifier."""
+"""The image runner (`mgnt_hf.evaluation.evaluate_pipeline`, `mgnt evaluate`, `benchmarks/quality.py`) on a tiny
+random pipeline and classifier."""
 
 import json
 import subprocess
@@ -11,15 +12,15 @@ import torch
 from PIL import Image
 
 from conftest import make_tiny_transformer, make_tiny_vqvae
-from mgnt_hf import MGNTPipeline, MGNTScheduler, WIDTH_SCHEDULE_PRESETS, cli, count_forward_flops
-from mgnt_hf.evaluation import FeatureStatistics, MGNTFeatureClassifier, MGNTFeatureClassifierConfig, reference_statistics
-from mgnt_hf.quality import (
+from evaluation_helpers import make_image_classifier, make_image_pipeline, make_reference
+from mgnt_hf import cli, count_forward_flops
+from mgnt_hf.evaluation import (
+    FeatureStatistics,
     QualityRow,
     cached_reference_statistics,
-    default_rows,
     evaluate_pipeline,
     format_results_table,
-    parse_row,
+    reference_statistics,
     tokenizer_reconstruction,
     write_results,
 )
@@ -28,97 +29,16 @@ DEFAULT_ROW_NAMES = ["maskgit", "width-8", "width-16", "width-32", "default", "d
 SAMPLES_PER_CLASS = 4
 
 
-def make_pipeline() -> MGNTPipeline:
-    pipe = MGNTPipeline(transformer=make_tiny_transformer(), vqvae=make_tiny_vqvae(), scheduler=MGNTScheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def make_classifier(seed: int = 0, num_labels: int = 3) -> MGNTFeatureClassifier:
-    """Takes the tiny pipeline's 16x16 RGB images; BatchNorm running statistics are randomised so that the
-    features depend on them (as a trained classifier's do)."""
-    torch.manual_seed(seed)
-    id2label = dict(enumerate(["T-shirt/top", "Trouser", "Ankle boot", "Bag"][:num_labels]))
-    classifier = MGNTFeatureClassifier(MGNTFeatureClassifierConfig(
-        num_channels=3, image_size=16, conv_channels=(4, 8), feature_size=8, id2label=id2label))
-    for module in classifier.modules():
-        if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-    return classifier.eval()
-
-
-def make_reference(num_images: int = 48, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    pixels = torch.rand(num_images, 3, 16, 16, generator=generator) * 2 - 1
-    return pixels, torch.arange(num_images) % 3
-
-
 @pytest.fixture(scope="module")
 def results():
     reference, labels = make_reference()
-    return evaluate_pipeline(make_pipeline(), make_classifier(), samples_per_class=SAMPLES_PER_CLASS, batch_size=5,
-                             seed=3, device="cpu", reference=reference, reference_labels=labels, progress=False)
+    return evaluate_pipeline(make_image_pipeline(), make_image_classifier(), samples_per_class=SAMPLES_PER_CLASS,
+                             batch_size=5, seed=3, device="cpu", reference=reference, reference_labels=labels,
+                             progress=False)
 
 
 def rows_by_name(results) -> dict:
     return {row["name"]: row for row in results["rows"]}
-
-
-# ---------------------------------------------------------------- rows
-
-
-def test_default_rows_are_baseline_each_smaller_width_default_with_and_without_cache_and_reverse():
-    rows = default_rows(make_pipeline())
-    default = tuple(tuple(segment) for segment in WIDTH_SCHEDULE_PRESETS["magnets"])
-    assert [row.name for row in rows] == DEFAULT_ROW_NAMES
-    assert rows == [
-        QualityRow("maskgit", ((1.0, 12),), False),
-        QualityRow("width-8", ((0.125, 12),), False),
-        QualityRow("width-16", ((0.25, 12),), False),
-        QualityRow("width-32", ((0.5, 12),), False),
-        QualityRow("default", default, False),
-        QualityRow("default+cache", default, True),
-        QualityRow("reverse+cache", default[::-1], True),
-    ]
-
-
-def test_width_rows_follow_the_step_count():
-    assert parse_row("width-16", make_pipeline(), num_inference_steps=6).width_schedule == ((0.25, 6),)
-
-
-def test_default_row_is_the_schedulers_configured_schedule():
-    pipe = make_pipeline()
-    pipe.scheduler = MGNTScheduler(width_schedule="half-then-full")
-    assert parse_row("default", pipe).width_schedule == ((0.5, 6), (1.0, 6))
-    assert parse_row("reverse+cache", pipe).width_schedule == ((1.0, 6), (0.5, 6))
-
-
-def test_any_preset_is_a_row_with_or_without_cache():
-    pipe = make_pipeline()
-    for name, schedule in WIDTH_SCHEDULE_PRESETS.items():
-        expected = tuple(tuple(segment) for segment in schedule)
-        assert parse_row(name, pipe) == QualityRow(name, expected, False)
-        assert parse_row(name + "+cache", pipe) == QualityRow(name + "+cache", expected, True)
-
-
-@pytest.mark.parametrize("name, message", [
-    ("fastest", "unknown row 'fastest'"),
-    ("width-12", "width 12 is not one of nested_widths [8, 16, 32, 64]"),
-    ("+cache", "unknown row '+cache'"),
-    ("maskgit+cache+cache", "unknown row 'maskgit+cache+cache'"),
-])
-def test_unknown_rows_are_refused_with_the_allowed_names(name, message):
-    with pytest.raises(ValueError, match="allowed: maskgit, default, reverse, width-8") as error:
-        parse_row(name, make_pipeline())
-    assert message in str(error.value)
-
-
-def test_rows_whose_widths_the_transformer_lacks_are_refused():
-    pipe = MGNTPipeline(transformer=make_tiny_transformer(nested_widths=(32, 64)), vqvae=make_tiny_vqvae(),
-                        scheduler=MGNTScheduler())
-    with pytest.raises(ValueError, match="row 'magnets': width_schedule fraction 0.125 gives width 8"):
-        parse_row("magnets", pipe)
 
 
 # ---------------------------------------------------------------- the evaluation
@@ -181,7 +101,7 @@ def test_the_same_seed_gives_identical_results_and_samples(tmp_path):
     runs = []
     for name in ("a", "b"):
         runs.append(evaluate_pipeline(
-            make_pipeline(), make_classifier(), rows=["maskgit", "default+cache"], samples_per_class=2, batch_size=4,
+            make_image_pipeline(), make_image_classifier(), rows=["maskgit", "default+cache"], samples_per_class=2, batch_size=4,
             seed=5, device="cpu", reference=reference, reference_labels=labels, progress=False,
             sample_grid_dir=tmp_path / name, grid_images_per_class=2))
     for first, second in zip(runs[0]["rows"], runs[1]["rows"]):
@@ -192,7 +112,7 @@ def test_the_same_seed_gives_identical_results_and_samples(tmp_path):
 
 def test_a_different_seed_gives_different_samples(tmp_path):
     reference, labels = make_reference()
-    fids = [evaluate_pipeline(make_pipeline(), make_classifier(), rows=["maskgit"], samples_per_class=2, seed=seed,
+    fids = [evaluate_pipeline(make_image_pipeline(), make_image_classifier(), rows=["maskgit"], samples_per_class=2, seed=seed,
                               device="cpu", reference=reference, reference_labels=labels,
                               progress=False)["rows"][0]["classifier_fid"] for seed in (0, 1)]
     assert fids[0] != fids[1]
@@ -208,14 +128,27 @@ def test_a_different_seed_gives_different_samples(tmp_path):
 ])
 def test_bad_settings_are_refused(arguments, message):
     with pytest.raises(ValueError) as error:
-        evaluate_pipeline(make_pipeline(), make_classifier(), device="cpu", progress=False,
+        evaluate_pipeline(make_image_pipeline(), make_image_classifier(), device="cpu", progress=False,
                           reference=make_reference()[0], **arguments)
     assert message in str(error.value)
 
 
+def test_rows_built_by_hand_run_at_their_own_step_count_next_to_named_rows():
+    reference, labels = make_reference()
+    own = QualityRow("half-6", [[0.5, 3], [1.0, 3]], use_cache=True, num_inference_steps=6)
+    results = evaluate_pipeline(make_image_pipeline(), make_image_classifier(), rows=["maskgit", own],
+                                samples_per_class=1, device="cpu", reference=reference, reference_labels=labels,
+                                progress=False)
+    maskgit, half = results["rows"]
+    assert "num_inference_steps" not in maskgit and maskgit["step_widths"] == [64] * 12
+    assert half["num_inference_steps"] == 6 and half["step_widths"] == [32, 32, 32, 64, 64, 64]
+    assert half["num_full_passes"] == 2
+    assert "0.5x3 1x3 (6 steps)" in format_results_table(results)
+
+
 def test_a_classifier_for_other_classes_is_refused():
     with pytest.raises(ValueError, match="the pipeline has 3 classes but the classifier 4"):
-        evaluate_pipeline(make_pipeline(), make_classifier(num_labels=4), device="cpu", progress=False,
+        evaluate_pipeline(make_image_pipeline(), make_image_classifier(num_labels=4), device="cpu", progress=False,
                           reference=make_reference()[0])
 
 
@@ -223,7 +156,7 @@ def test_a_classifier_for_other_classes_is_refused():
 
 
 def test_tokenizer_reconstruction_mse_and_fid_against_its_own_statistics():
-    vqvae, classifier = make_tiny_vqvae(), make_classifier()
+    vqvae, classifier = make_tiny_vqvae(), make_image_classifier()
     pixels, labels = make_reference(20)
     reconstruction = vqvae.decode(vqvae.encode(pixels))
     own_statistics = reference_statistics(classifier, reconstruction)
@@ -236,16 +169,16 @@ def test_tokenizer_reconstruction_mse_and_fid_against_its_own_statistics():
 
 def test_reference_statistics_are_cached_per_classifier_and_images(tmp_path):
     pixels, _ = make_reference()
-    statistics, path = cached_reference_statistics(make_classifier(), pixels, tmp_path)
+    statistics, path = cached_reference_statistics(make_image_classifier(), pixels, tmp_path)
     assert path.is_file() and path.parent == tmp_path
-    again, same_path = cached_reference_statistics(make_classifier(), pixels, tmp_path)
+    again, same_path = cached_reference_statistics(make_image_classifier(), pixels, tmp_path)
     assert same_path == path and np.array_equal(again.mean, statistics.mean)
-    _, other_classifier = cached_reference_statistics(make_classifier(seed=1), pixels, tmp_path)
-    _, other_images = cached_reference_statistics(make_classifier(), pixels[:-1], tmp_path)
+    _, other_classifier = cached_reference_statistics(make_image_classifier(seed=1), pixels, tmp_path)
+    _, other_images = cached_reference_statistics(make_image_classifier(), pixels[:-1], tmp_path)
     assert len({path, other_classifier, other_images}) == 3
     # a file under the key is what is returned, not a recomputation
     FeatureStatistics(statistics.mean + 1, statistics.covariance, statistics.num_samples).save(path)
-    assert np.array_equal(cached_reference_statistics(make_classifier(), pixels, tmp_path)[0].mean, statistics.mean + 1)
+    assert np.array_equal(cached_reference_statistics(make_image_classifier(), pixels, tmp_path)[0].mean, statistics.mean + 1)
 
 
 def test_results_files_have_every_row(results, tmp_path):
@@ -266,8 +199,8 @@ def test_results_files_have_every_row(results, tmp_path):
 
 @pytest.fixture
 def saved_inputs(tmp_path):
-    make_pipeline().save_pretrained(tmp_path / "pipeline")
-    make_classifier().save_pretrained(tmp_path / "classifier")
+    make_image_pipeline().save_pretrained(tmp_path / "pipeline")
+    make_image_classifier().save_pretrained(tmp_path / "classifier")
     pixels, labels = make_reference()
     np.savez(tmp_path / "reference.npz", pixels=pixels.numpy(), labels=labels.numpy())
     return ["evaluate", str(tmp_path / "pipeline"), "--classifier", str(tmp_path / "classifier"),
