@@ -2,8 +2,9 @@
 
     python benchmarks/quality.py PIPELINE --samples-per-class 100 --output-dir quality
 
-Same options as `mgnt evaluate --help`; the work is done by `mgnt_hf.quality` (importable, see its docstring).
-Writes results.md, results.json, quality_vs_gflops.png and samples/<row>.png to --output-dir.
+Same options as `mgnt evaluate --help`; the work is done by `mgnt_hf.evaluation` (importable, see
+`mgnt_hf.evaluation.image`). Writes results.md, results.json, quality_vs_gflops.png and samples/<row>.png to
+--output-dir.
 """
 
 import sys

@@ -114,3 +114,16 @@ def save_tiny_i3d(folder: Path) -> Path:
     path = folder / "tiny_i3d.pt"
     torch.jit.save(torch.jit.script(TinyI3D()), str(path))
     return path
+
+
+def save_moving_squares_dataset(root: Path) -> Path:
+    """The moving squares as a Moving Fashion-MNIST-like `DatasetDict` saved at `root` (Array3D uint8 `video`,
+    ClassLabel `label`): 12 training videos, the first 6 of them as the test split."""
+    import datasets
+
+    videos, labels = moving_squares(12)
+    features = datasets.Features({"video": datasets.Array3D(shape=(NUM_FRAMES, SIZE, SIZE), dtype="uint8"),
+                                  "label": datasets.ClassLabel(names=VIDEO_CLASSES)})
+    split = datasets.Dataset.from_dict({"video": list(videos[..., 0]), "label": labels.tolist()}, features=features)
+    datasets.DatasetDict({"train": split, "test": split.select(range(6))}).save_to_disk(str(root))
+    return root

@@ -1,5 +1,5 @@
 """The feature classifier (`MGNTFeatureClassifierConfig`, `MGNTFeatureClassifier`): config, shapes, input checks,
-saving and loading, and the shipped Fashion-MNIST classifier."""
+saving and loading, and the shipped Fashion-MNIST and Moving Fashion-MNIST frame classifiers."""
 
 import json
 
@@ -8,10 +8,19 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from evaluation_helpers import HAVE_FASHION_MNIST, REPO, SHIPPED_CLASSIFIER, tiny_classifier
+from evaluation_helpers import HAVE_FASHION_MNIST, REPO, SHIPPED_CLASSIFIER, SHIPPED_FRAME_CLASSIFIER, tiny_classifier
 from mgnt_hf import MGNTFeatureClassifier, MGNTFeatureClassifierConfig
 from mgnt_hf.data import FASHION_MNIST_DIR, read_fashion_mnist
-from mgnt_hf.evaluation import FASHION_MNIST_LABELS, class_accuracy, fashion_mnist_pixels, pad_pixels, pixels_from_images
+from mgnt_hf.evaluation import (
+    FASHION_MNIST_LABELS,
+    class_accuracy,
+    classify_video_frames,
+    fashion_mnist_pixels,
+    pad_pixels,
+    pixels_from_images,
+    videos_to_tensor,
+)
+from mgnt_hf.moving_fashion_mnist import moving_fashion_mnist_video
 
 FIXTURE = REPO / "tests" / "fixtures" / "fashion_mnist_test_first64.npz"
 
@@ -122,3 +131,27 @@ def test_fixture_is_the_start_of_the_test_split():
     fixture = np.load(FIXTURE, allow_pickle=False)
     np.testing.assert_array_equal(fixture["images"], images[:64])
     np.testing.assert_array_equal(fixture["labels"], labels[:64])
+
+
+# ---------------------------------------------------------------- the shipped frame classifier
+
+
+def test_shipped_frame_classifier_card_reports_the_measured_accuracy():
+    recorded = json.loads((SHIPPED_FRAME_CLASSIFIER / "training_results.json").read_text())
+    assert recorded["dataset"] == "moving-fashion-mnist" and recorded["num_test_images"] == 16000
+    assert recorded["test_accuracy"] >= 0.8
+    assert f"{100 * recorded['test_accuracy']:.2f}%" in (SHIPPED_FRAME_CLASSIFIER / "README.md").read_text()
+    assert (SHIPPED_FRAME_CLASSIFIER / "model.safetensors").stat().st_size < 3 * 2**20
+
+
+@pytest.mark.skipif(not HAVE_FASHION_MNIST, reason=f"Fashion-MNIST IDX files not in {FASHION_MNIST_DIR}")
+def test_shipped_frame_classifier_recognises_the_first_test_videos():
+    # Video i of a split is a function of (seed, split, i): these are the saved test split's first 24 videos.
+    images, labels = read_fashion_mnist("test")
+    rows = [moving_fashion_mnist_video(images, labels, seed=0, split="test", index=index) for index in range(24)]
+    videos = videos_to_tensor(np.stack([row["video"] for row in rows])[..., None])  # [24, 16, 1, 64, 64]
+    classifier = MGNTFeatureClassifier.from_pretrained(SHIPPED_FRAME_CLASSIFIER, local_files_only=True)
+    _, predictions = classify_video_frames(classifier, videos)
+    truth = torch.tensor([row["label"] for row in rows])
+    # 85% of all 16,000 test frames; 24 videos leave room for sampling noise.
+    assert float((predictions == truth[:, None]).double().mean()) >= 0.65

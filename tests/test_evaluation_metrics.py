@@ -1,5 +1,6 @@
 """Evaluation metrics (`mgnt_hf.evaluation.metrics`): the Fréchet distance and feature statistics, classifier FID
-and class accuracy over sample sets, Inception FID's checks."""
+and class accuracy over sample sets, Inception FID's checks; PSNR and SSIM, temporal consistency and FVD of
+videos."""
 
 import importlib.util
 
@@ -7,18 +8,30 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation_helpers import tiny_classifier
+from evaluation_helpers import NUM_FRAMES, SIZE, make_frame_classifier, moving_squares, save_tiny_i3d, tiny_classifier
 from mgnt_hf.evaluation import (
+    PSNR_CAP_DB,
     FeatureStatistics,
     FeatureStatisticsAccumulator,
     class_accuracy,
     classifier_fid,
     classifier_outputs,
+    classify_video_frames,
     evaluate_samples,
+    frame_difference,
     frechet_distance,
     frechet_distance_from_statistics,
+    frechet_video_distance,
+    i3d_features,
     inception_fid,
+    label_consistency,
+    load_i3d,
+    majority_labels,
+    prediction_scores,
+    psnr,
     reference_statistics,
+    ssim,
+    video_classifier_scores,
 )
 
 
@@ -181,3 +194,156 @@ def test_inception_fid_checks_the_weights_file_and_names_the_missing_extra(tmp_p
     (tmp_path / "weights.pth").write_bytes(b"unused")
     with pytest.raises(ImportError, match="torch-fidelity"):
         inception_fid(pixels, pixels, tmp_path / "weights.pth")
+
+
+# ---------------------------------------------------------------- PSNR and SSIM
+
+
+def test_psnr_of_a_known_error_and_its_cap_for_identical_frames():
+    target = torch.zeros(2, 3, 1, 8, 8, dtype=torch.float64)
+    values = psnr(target + 0.1, target)  # MSE 0.01
+    assert values.shape == (2, 3) and torch.allclose(values, torch.full((2, 3), 20.0, dtype=torch.float64))
+    assert psnr(target, target).tolist() == [[PSNR_CAP_DB] * 3] * 2
+
+
+def test_ssim_of_identical_frames_is_one():
+    frames = torch.rand(2, 3, 2, 16, 13, generator=torch.Generator().manual_seed(0))
+    assert ssim(frames, frames).shape == (2, 3)
+    assert torch.allclose(ssim(frames, frames), torch.ones(2, 3, dtype=torch.float64), atol=1e-12)
+
+
+def test_ssim_of_constant_frames_is_the_luminance_term():
+    # No variance anywhere: SSIM = (2ab + C1) / (a^2 + b^2 + C1), C1 = (0.01)^2.
+    a, b, c1 = 0.3, 0.7, 0.01**2
+    value = ssim(torch.full((1, 1, 12, 12), a, dtype=torch.float64), torch.full((1, 1, 12, 12), b, dtype=torch.float64))
+    assert float(value) == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-9)
+
+
+def reference_ssim(x: np.ndarray, y: np.ndarray) -> float:
+    """SSIM as scikit-image computes it (gaussian_weights, sigma 1.5, truncate 3.5, population statistics): scipy
+    filtering of the whole image, then the 5-pixel border cropped. An implementation independent of conv2d."""
+    gaussian_filter = pytest.importorskip("scipy.ndimage").gaussian_filter
+
+    def blur(image):
+        return gaussian_filter(image, sigma=1.5, truncate=3.5, mode="reflect")
+
+    mean_x, mean_y = blur(x), blur(y)
+    var_x, var_y, cov = blur(x * x) - mean_x**2, blur(y * y) - mean_y**2, blur(x * y) - mean_x * mean_y
+    c1, c2 = 0.01**2, 0.03**2
+    ssim_map = (2 * mean_x * mean_y + c1) * (2 * cov + c2) / ((mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
+    return float(ssim_map[5:-5, 5:-5].mean())
+
+
+def test_ssim_matches_a_gaussian_filter_implementation():
+    generator = np.random.default_rng(0)
+    x = generator.random((24, 19))
+    y = np.clip(x + 0.2 * generator.standard_normal((24, 19)), 0, 1)
+    expected = reference_ssim(x, y)
+    assert 0.2 < expected < 0.95
+    assert float(ssim(torch.from_numpy(y)[None], torch.from_numpy(x)[None])) == pytest.approx(expected, abs=1e-10)
+
+
+def test_ssim_matches_scikit_image():
+    metrics = pytest.importorskip("skimage.metrics")
+    generator = np.random.default_rng(1)
+    x = generator.random((20, 20, 3))
+    y = np.clip(x + 0.1 * generator.standard_normal((20, 20, 3)), 0, 1)
+    expected = metrics.structural_similarity(x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                             data_range=1.0, channel_axis=-1)
+    ours = ssim(torch.from_numpy(x).permute(2, 0, 1), torch.from_numpy(y).permute(2, 0, 1))
+    assert float(ours) == pytest.approx(expected, abs=1e-8)
+
+
+def test_ssim_does_not_depend_on_the_chunk_size():
+    generator = torch.Generator().manual_seed(2)
+    x, y = torch.rand(2, 5, 3, 12, 14, generator=generator), torch.rand(2, 5, 3, 12, 14, generator=generator)
+    assert torch.allclose(ssim(x, y, chunk_size=4), ssim(x, y), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("shapes, message", [
+    (((1, 1, 10, 16), (1, 1, 10, 16)), "at least 11x11"),
+    (((1, 1, 16, 16), (1, 1, 16, 15)), "one shape"),
+])
+def test_ssim_refuses_small_or_mismatched_frames(shapes, message):
+    with pytest.raises(ValueError, match=message):
+        ssim(torch.zeros(shapes[0]), torch.zeros(shapes[1]))
+
+
+def test_prediction_scores_average_frames_and_videos():
+    truth = torch.zeros(2, 3, 1, 12, 12)
+    predicted = truth.clone()
+    predicted[0, 1] += 0.1  # one frame at 20 dB, five identical ones at the cap
+    scores = prediction_scores(predicted, truth)
+    assert scores["psnr"] == pytest.approx((5 * PSNR_CAP_DB + 20.0) / 6)
+    assert scores["psnr_per_frame"] == pytest.approx([PSNR_CAP_DB, (PSNR_CAP_DB + 20) / 2, PSNR_CAP_DB])
+    assert scores["num_videos"] == 2 and len(scores["ssim_per_frame"]) == 3
+
+
+# ---------------------------------------------------------------- temporal consistency
+
+
+def test_frame_difference_of_static_and_alternating_videos():
+    static = torch.rand(3, 1, 1, 8, 8).expand(3, 5, 1, 8, 8)
+    assert frame_difference(static) == 0.0
+    alternating = torch.zeros(1, 4, 1, 8, 8)
+    alternating[:, 1::2] = 1.0
+    assert frame_difference(alternating) == 1.0
+    half = alternating.clone()
+    half[..., :4] = 0.0  # only half of the pixels change
+    assert frame_difference(half) == 0.5
+
+
+def test_label_consistency_uses_the_majority_and_breaks_ties_to_the_smallest_class():
+    predictions = torch.tensor([[1, 1, 1, 1], [2, 0, 2, 0], [2, 1, 2, 2]])
+    assert majority_labels(predictions, 3).tolist() == [1, 0, 2]
+    assert label_consistency(predictions, 3) == pytest.approx((1 + 0.5 + 0.75) / 3)
+
+
+def test_static_videos_are_perfectly_consistent_under_the_classifier():
+    videos, _ = moving_squares(6)
+    static = torch.from_numpy(videos[:, :1]).float().div(255).permute(0, 1, 4, 2, 3).expand(-1, NUM_FRAMES, -1, -1,
+                                                                                           -1)
+    _, predictions = classify_video_frames(make_frame_classifier(), static)
+    assert predictions.shape == (6, NUM_FRAMES)
+    assert label_consistency(predictions, 3) == 1.0 and frame_difference(static) == 0.0
+
+
+def test_per_frame_fid_of_a_set_against_its_own_frames_is_zero():
+    videos, labels = moving_squares()
+    real = torch.from_numpy(videos).float().div(255).permute(0, 1, 4, 2, 3)
+    features, predictions = classify_video_frames(make_frame_classifier(), real, batch_size=7)
+    assert features.shape == (12 * NUM_FRAMES, 8)
+    scores = video_classifier_scores(features, predictions, real, torch.from_numpy(labels),
+                                     FeatureStatistics.from_features(features), 3)
+    assert scores["classifier_fid"] == pytest.approx(0.0, abs=1e-8)
+    assert scores["num_frames"] == 12 * NUM_FRAMES and 0 <= scores["frame_accuracy"] <= 1
+
+
+# ---------------------------------------------------------------- FVD
+
+
+@pytest.fixture(scope="module")
+def i3d_file(tmp_path_factory):
+    return save_tiny_i3d(tmp_path_factory.mktemp("i3d"))
+
+
+def test_i3d_features_get_rgb_224_clips_in_minus_one_to_one(i3d_file):
+    detector = load_i3d(i3d_file)
+    videos = torch.full((3, NUM_FRAMES, 1, SIZE, SIZE), 0.75)  # grayscale, becomes RGB
+    features = i3d_features(detector, videos, batch_size=2)
+    assert features.shape == (3, 6 + NUM_FRAMES) and features.dtype == torch.float64
+    assert torch.allclose(features[:, 6:], torch.full((3, NUM_FRAMES), 0.5, dtype=torch.float64), atol=1e-6)
+
+
+def test_fvd_of_a_set_with_itself_is_zero_and_of_different_sets_positive(i3d_file):
+    detector = load_i3d(i3d_file)
+    videos, _ = moving_squares()
+    real = torch.from_numpy(videos).float().div(255).permute(0, 1, 4, 2, 3)
+    noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(0))
+    assert frechet_video_distance(detector, real, real) == pytest.approx(0.0, abs=1e-8)
+    assert frechet_video_distance(detector, real, noise) > 1e-3
+
+
+def test_a_missing_i3d_file_is_an_os_error(tmp_path):
+    with pytest.raises(OSError, match="I3D"):
+        load_i3d(tmp_path / "missing.pt")

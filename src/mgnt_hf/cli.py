@@ -28,19 +28,24 @@ import numpy as np
 import torch
 
 from .evaluation import (
+    PREDICTION_LABELS,
     default_cache_dir,
     evaluate_pipeline,
+    evaluate_video_pipeline,
     format_results_table,
+    format_video_results_table,
     load_classifier,
     load_reference_images,
+    load_video_arrays,
     parse_row,
     seeded_generators,
     synchronize,
     write_results,
+    write_video_results,
 )
 from .pipeline_mgnt import MGNTPipeline
 from .pipeline_mgnt_video import MGNTVideoPipeline
-from .resources import DEFAULT_CLASSIFIER, DEFAULT_PIPELINE, DEFAULT_VIDEO_PIPELINE, shipped
+from .resources import DEFAULT_CLASSIFIER, DEFAULT_FRAME_CLASSIFIER, DEFAULT_PIPELINE, DEFAULT_VIDEO_PIPELINE, shipped
 from .utils.checks import check_positive_int
 from .video_io import decode_video
 from .video_utils import write_video
@@ -292,15 +297,59 @@ def generate_video(args: argparse.Namespace) -> int:
 
 
 def add_evaluate_video_arguments(parser: argparse.ArgumentParser) -> None:
-    from .video_quality import add_video_evaluate_arguments
-
-    add_video_evaluate_arguments(parser)
+    parser.add_argument("--pipeline", default=None,
+                        help=f"saved MGNTVideoPipeline folder or Hub repo id (default: the shipped "
+                             f"{DEFAULT_VIDEO_PIPELINE})")
+    parser.add_argument("--classifier", default=None,
+                        help=f"per-frame MGNTFeatureClassifier folder (default: the shipped {DEFAULT_FRAME_CLASSIFIER})")
+    parser.add_argument("--dataset", default="data/moving-fashion-mnist",
+                        help="real videos: a save_to_disk folder or datasets name (default: data/moving-fashion-mnist)")
+    parser.add_argument("--split", default="test", help="split of --dataset (default: test)")
+    parser.add_argument("--limit-real", type=int, default=None, help="use only the first N real videos")
+    parser.add_argument("--rows", nargs="+", default=None, help=ROW_NAMES_HELP)
+    parser.add_argument("--videos-per-class", type=int, default=10,
+                        help="generated videos per class and row; 0 skips generation (default 10)")
+    parser.add_argument("--context-frames", type=int, default=4, help="given frames for prediction (default 4)")
+    parser.add_argument("--num-prediction-videos", type=int, default=100,
+                        help="real videos whose continuation is predicted; 0 skips prediction (default 100)")
+    parser.add_argument("--prediction-labels", choices=PREDICTION_LABELS, default="given",
+                        help="condition prediction on the real label (given, with guidance) or not (none)")
+    parser.add_argument("--steps", type=int, default=None, help="decoding steps of every row (default: scheduler's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale; 1 = off (default: scheduler's)")
+    parser.add_argument("--batch-size", type=int, default=16, help="videos per pipeline call (default 16)")
+    parser.add_argument("--seed", type=int, default=0, help="video j uses a generator seeded seed + j in every row")
+    parser.add_argument("--i3d-torchscript", default=None,
+                        help="TorchScript I3D (StyleGAN-V's i3d_torchscript.pt convention): also report FVD")
+    parser.add_argument("--sample-videos", type=int, default=4,
+                        help="videos per sample strip PNG (samples/<row>-<task>.png); 0 = none (default 4)")
+    add_device_arguments(parser, threads=True)
+    parser.add_argument("--output-dir", default="video-quality", help="folder for the results (default: ./video-quality)")
 
 
 def evaluate_video(args: argparse.Namespace) -> int:
-    from .video_quality import run_video_evaluate
-
-    return run_video_evaluate(args)
+    """Load the pipeline, the classifier and the real videos named by `args`; evaluate, write, print."""
+    set_threads(args)
+    pipe = MGNTVideoPipeline.from_pretrained(resolve_pipeline(args.pipeline, DEFAULT_VIDEO_PIPELINE))
+    classifier = load_classifier(args.classifier, DEFAULT_FRAME_CLASSIFIER)
+    videos, labels = load_video_arrays(args.dataset, args.split, limit=args.limit_real)
+    num_frames = pipe.vqvae.config.num_frames
+    if videos.shape[1] > num_frames:
+        print(f"the real videos have {videos.shape[1]} frames; evaluating their first {num_frames} (the tokenizer's "
+              f"clip length)")
+        videos = videos[:, :num_frames]
+    output_dir = Path(args.output_dir)
+    results = evaluate_video_pipeline(
+        pipe, classifier, videos, labels, rows=args.rows, videos_per_class=args.videos_per_class,
+        num_inference_steps=args.steps, guidance_scale=args.guidance, batch_size=args.batch_size, seed=args.seed,
+        context_frames=args.context_frames, num_prediction_videos=args.num_prediction_videos,
+        prediction_labels=args.prediction_labels, device=args.device, i3d_torchscript=args.i3d_torchscript,
+        sample_dir=output_dir / "samples", sample_videos=args.sample_videos,
+    )
+    results["settings"]["real_videos"] = {"dataset": args.dataset, "split": args.split, "limit": args.limit_real}
+    paths = write_video_results(results, output_dir)
+    print(format_video_results_table(results))
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 - `rows`: [`QualityRow`] (a width schedule, the cache on or off, optionally its own step count), row names,
   and what both runners share (seeded generators, timing, decode settings).
 - `image`: [`evaluate_pipeline`], the image runner, and its results (markdown table, JSON, plot).
+- `video`: [`evaluate_video_pipeline`], the video runner (generation and frame prediction), and its results.
 - `data`: real images and videos in the metrics' layouts, and finding the feature classifier.
 
 The feature classifier itself is `mgnt_hf.MGNTFeatureClassifier` (`modeling_feature_classifier.py`); pictures of
@@ -98,6 +99,12 @@ from .rows import (
     synchronize,
     timed_call,
 )
+from .video import (
+    PREDICTION_LABELS,
+    evaluate_video_pipeline,
+    format_video_results_table,
+    write_video_results,
+)
 
 __all__ = [
     # the classifier
@@ -170,10 +177,14 @@ __all__ = [
     "synchronize",
     "timed_call",
     # runners
+    "PREDICTION_LABELS",
     "evaluate_pipeline",
+    "evaluate_video_pipeline",
     "format_results_table",
+    "format_video_results_table",
     "plot_quality_vs_gflops",
     "sample_row",
     "tokenizer_reconstruction",
     "write_results",
+    "write_video_results",
 ]
