@@ -2,6 +2,8 @@
 
     mgnt generate [PIPELINE] --labels all --num-images-per-label 4 --output grid.png
     mgnt evaluate [PIPELINE] --samples-per-class 100 --output-dir quality
+    mgnt evaluate [PIPELINE] --frontier --output-dir frontier
+    mgnt search-schedule [PIPELINE] --budgets 4x 2x --write
     mgnt generate-video [PIPELINE] --labels all --output videos.gif
     mgnt generate-video [PIPELINE] --context-video clip.mp4 --context-frames 4 --output predicted.gif
     mgnt evaluate-video --pipeline PIPELINE --dataset data/moving-fashion-mnist --output-dir video-quality
@@ -43,8 +45,11 @@ from .evaluation import (
     write_results,
     write_video_results,
 )
+from .evaluation.frontier import evaluate_frontier, format_frontier_table, frontier_rows, write_frontier
+from .evaluation.schedule_search import search_schedules, write_budget_schedules
 from .pipeline_mgnt import MGNTPipeline
 from .pipeline_mgnt_video import MGNTVideoPipeline
+from .scheduling_mgnt import MGNTScheduler, rescale_width_schedule
 from .resources import DEFAULT_CLASSIFIER, DEFAULT_FRAME_CLASSIFIER, DEFAULT_PIPELINE, DEFAULT_VIDEO_PIPELINE, shipped
 from .utils.checks import check_positive_int
 from .video_io import decode_video
@@ -196,6 +201,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid-images-per-class", type=int, default=8,
                         help="samples per class in each row's grid PNG; 0 = no grids (default 8)")
     parser.add_argument("--no-plot", action="store_true", help="skip quality_vs_gflops.png (no matplotlib needed)")
+    parser.add_argument("--frontier", action="store_true",
+                        help="evaluate the compute frontier instead of --rows: MaskGIT at 2-12 steps (cache off and "
+                             "on), each smaller width alone at 4/8/12 steps, MaGNeTS schedules at 6/8/12/16 steps; "
+                             "writes frontier.md, frontier.json, frontier.png with the Pareto front")
     parser.add_argument("--output-dir", default="quality", help="folder for the results (default: ./quality)")
 
 
@@ -206,23 +215,133 @@ def evaluate(args: argparse.Namespace) -> int:
     if not args.no_plot and importlib.util.find_spec("matplotlib") is None:  # fail before hours of sampling
         raise ImportError("the quality plot needs matplotlib: pip install matplotlib (or mgnt_hf[plot]), "
                           "or pass --no-plot")
+    if args.frontier and (args.rows is not None or args.steps is not None):
+        raise ValueError("--frontier chooses its own rows and step counts; drop --rows and --steps")
     pipe = MGNTPipeline.from_pretrained(resolve_pipeline(args.pipeline))
     classifier = load_classifier(args.classifier, DEFAULT_CLASSIFIER)
-    rows = None if args.rows is None else [parse_row(name, pipe, args.steps) for name in args.rows]
+    if args.frontier:
+        rows = frontier_rows(pipe)
+    else:
+        rows = None if args.rows is None else [parse_row(name, pipe, args.steps) for name in args.rows]
     reference, reference_labels = (None, None) if args.reference_images is None \
         else load_reference_images(args.reference_images)
     output_dir = Path(args.output_dir)
-    results = evaluate_pipeline(
-        pipe, classifier, rows=rows, samples_per_class=args.samples_per_class, num_inference_steps=args.steps,
-        guidance_scale=args.guidance, batch_size=args.batch_size, seed=args.seed, device=args.device,
-        reference=reference, reference_labels=reference_labels, cache_dir=args.cache_dir or default_cache_dir(),
+    settings = dict(
+        samples_per_class=args.samples_per_class, num_inference_steps=args.steps, guidance_scale=args.guidance,
+        batch_size=args.batch_size, seed=args.seed, device=args.device, reference=reference,
+        reference_labels=reference_labels, cache_dir=args.cache_dir or default_cache_dir(),
         inception_weights=args.inception_weights, sample_grid_dir=output_dir / "samples",
         grid_images_per_class=args.grid_images_per_class,
     )
-    paths = write_results(results, output_dir, plot=not args.no_plot)
-    print(format_results_table(results))
+    if args.frontier:
+        results = evaluate_frontier(pipe, classifier, rows=rows, **settings)
+        paths = write_frontier(results, output_dir, plot=not args.no_plot)
+        print(format_frontier_table(results))
+    else:
+        results = evaluate_pipeline(pipe, classifier, rows=rows, **settings)
+        paths = write_results(results, output_dir, plot=not args.no_plot)
+        print(format_results_table(results))
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# mgnt search-schedule
+# ---------------------------------------------------------------------------------------------
+
+
+def add_search_schedule_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pipeline", nargs="?", default=None,
+                        help=f"saved pipeline folder (default: the shipped {DEFAULT_PIPELINE})")
+    parser.add_argument("--budgets", nargs="+", required=True,
+                        help="GFLOPs/image budgets: numbers, or 'Nx' for N times fewer than MaskGIT at the "
+                             "scheduler's step count without cache (e.g. 4x)")
+    parser.add_argument("--search-samples-per-class", type=int, default=20,
+                        help="samples per class scoring every candidate, on the search seeds (default 20)")
+    parser.add_argument("--confirm-samples-per-class", type=int, default=50,
+                        help="samples per class re-scoring the finalists, on disjoint seeds (default 50)")
+    parser.add_argument("--finalists", type=int, default=3, help="candidates per budget confirmed (default 3)")
+    parser.add_argument("--max-candidates", type=int, default=24, help="candidates per budget scored (default 24)")
+    parser.add_argument("--min-budget-use", type=float, default=0.5,
+                        help="candidates use at least this fraction of their budget (default 0.5)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: scheduler's)")
+    parser.add_argument("--classifier", default=None,
+                        help=f"feature classifier folder (default: the shipped {DEFAULT_CLASSIFIER})")
+    parser.add_argument("--reference-images", default=None,
+                        help=".npz with 'pixels' float [N, C, H, W] in [-1, 1] and optional 'labels' [N] "
+                             "(default: the Fashion-MNIST test split)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where reference feature statistics are cached (default: ~/.cache/mgnt_hf)")
+    parser.add_argument("--batch-size", type=int, default=100, help="images per pipeline call (default 100)")
+    add_device_arguments(parser, threads=True)
+    parser.add_argument("--write", action="store_true",
+                        help="store the table as budget_schedules in PIPELINE's scheduler config")
+    parser.add_argument("--set-default", default=None, metavar="BUDGET",
+                        help="with --write: also make the winner of this budget (one of --budgets) the scheduler's "
+                             "default width schedule and cache setting")
+    parser.add_argument("--output-dir", default="schedule-search", help="where search.json goes")
+
+
+def parse_budget(value: str, maskgit_gflops: float) -> float:
+    """A budget as typed: GFLOPs/image, or `Nx` (N times fewer than `maskgit_gflops`)."""
+    try:
+        number = float(value[:-1]) if value.endswith("x") else float(value)
+    except ValueError:
+        raise ValueError(f"budget {value!r} must be a number of GFLOPs/image or 'Nx' (e.g. 4x)") from None
+    if not np.isfinite(number) or number <= 0:
+        raise ValueError(f"budget {value!r} must be positive and finite")
+    return maskgit_gflops / number if value.endswith("x") else number
+
+
+def search_schedule(args: argparse.Namespace) -> int:
+    """Search the best schedule per budget; print and save the table; with --write store it in the pipeline."""
+    set_threads(args)
+    if args.set_default is not None and not args.write:
+        raise ValueError("--set-default changes the saved pipeline: pass --write too")
+    if args.set_default is not None and args.set_default not in args.budgets:
+        raise ValueError(f"--set-default {args.set_default!r} must be one of --budgets {args.budgets}")
+    folder = resolve_pipeline(args.pipeline)
+    if args.write and not Path(folder, "scheduler", "scheduler_config.json").is_file():
+        raise OSError(f"--write needs a local saved pipeline folder; {folder!r} has no scheduler/scheduler_config.json")
+    pipe = MGNTPipeline.from_pretrained(folder)
+    steps = sum(count for _, count in pipe.scheduler.config.width_schedule)
+    maskgit = pipe.planned_gflops_per_image(steps, [[1.0, steps]], use_cache=False, guidance_scale=args.guidance)
+    budgets = {value: parse_budget(value, maskgit) for value in args.budgets}
+    reference, reference_labels = (None, None) if args.reference_images is None \
+        else load_reference_images(args.reference_images)
+    found = search_schedules(
+        pipe, load_classifier(args.classifier, DEFAULT_CLASSIFIER), list(budgets.values()),
+        search_samples_per_class=args.search_samples_per_class,
+        confirm_samples_per_class=args.confirm_samples_per_class, finalists_per_budget=args.finalists,
+        min_budget_use=args.min_budget_use, max_candidates_per_budget=args.max_candidates,
+        guidance_scale=args.guidance, batch_size=args.batch_size, device=args.device, reference=reference,
+        reference_labels=reference_labels, cache_dir=args.cache_dir or default_cache_dir())
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "search.json").write_text(json.dumps({**found, "maskgit_gflops_per_image": maskgit}, indent=2) + "\n")
+    print("| budget GFLOPs | winner | steps | cache | GFLOPs | cFID | acc % |\n|---:|---|---:|---|---:|---:|---:|")
+    for entry in found["budget_schedules"]:
+        schedule = " ".join(f"{fraction:g}x{count}" for fraction, count in entry["width_schedule"])
+        print(f"| {entry['max_gflops_per_image']:.3f} | {schedule} | {entry['num_inference_steps']} | "
+              f"{'yes' if entry['use_cache'] else 'no'} | {entry['gflops_per_image']:.3f} | "
+              f"{entry['classifier_fid']:.3f} | {100 * entry['class_accuracy']:.1f} |")
+    if args.write:
+        write_budget_schedules(folder, found["budget_schedules"])
+        if args.set_default is not None:
+            chosen = next(entry for entry in found["budget_schedules"]
+                          if entry["max_gflops_per_image"] == budgets[args.set_default])
+            set_default_schedule(folder, chosen)
+        print(f"stored budget_schedules in {folder}/scheduler/scheduler_config.json")
+    print(f"wrote {output_dir / 'search.json'}")
+    return 0
+
+
+def set_default_schedule(folder: str, entry: dict) -> None:
+    """Make `entry`'s width schedule (at its step count) and cache setting the saved scheduler's defaults."""
+    scheduler = MGNTScheduler.from_pretrained(Path(folder) / "scheduler")
+    scheduler = MGNTScheduler.from_config(scheduler.config, width_schedule=rescale_width_schedule(
+        entry["width_schedule"], entry["num_inference_steps"]), use_cache=entry["use_cache"])
+    scheduler.save_pretrained(Path(folder) / "scheduler")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,6 +498,12 @@ COMMANDS = {
         "tokenizer's reconstruction quality. Writes results.md, results.json, quality_vs_gflops.png and "
         "samples/<row>.png to --output-dir.",
         add_evaluate_arguments, evaluate),
+    "search-schedule": Command(
+        "the best width schedule within each GFLOPs/image budget, stored in the pipeline",
+        "Enumerate width schedules (non-decreasing widths, 2-16 steps, cache on/off) whose analytic GFLOPs fit each "
+        "budget, score them with the classifier on one set of seeds, confirm the best on a disjoint set, and print "
+        "the table; --write stores it as the scheduler's budget_schedules (pipe(labels, max_gflops_per_image=G)).",
+        add_search_schedule_arguments, search_schedule),
     "generate-video": Command(
         "generate videos of classes, or predict a video's continuation",
         "Generate videos with an MGNTVideoPipeline (one row per label) or, with --context-video, predict the frames "

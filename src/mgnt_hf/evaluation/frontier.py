@@ -1,0 +1,247 @@
+"""The compute frontier: sample quality against transformer GFLOPs/image for every decode a user could pick.
+
+A claim of "N x less compute" counts only against the strongest alternative at that compute, so the frontier
+evaluates, with common random numbers (image j of every row has class j % C and the generator seeded seed + j):
+
+- MaskGIT (the full width every step) at 2, 3, 4, 6, 8 and 12 steps, cache off and on;
+- each smaller nested width alone at several step counts, cache off and on;
+- MaGNeTS width schedules (the pipeline's default and the scheduler's nested presets) at several step counts,
+  with the cache.
+
+Each row is put in a family (`maskgit`, `width-<w>`, `magnets`); the Pareto front is the set of rows no other row
+beats on both GFLOPs and classifier FID. Results: markdown, JSON and a PNG of cFID and accuracy against GFLOPs,
+one curve per family, the front marked. See docs/design.md, "Evaluation".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, resolve_width_schedule
+from ..utils.checks import check_positive_int
+from .image import evaluate_pipeline
+from .rows import BASELINE_ROW, QualityRow
+
+MASKGIT_STEPS = (2, 3, 4, 6, 8, 12)
+SINGLE_WIDTH_STEPS = (4, 8, 12)
+MAGNETS_STEPS = (6, 8, 12, 16)
+# Nested presets that use more than one width; "default" is the pipeline's own schedule.
+MAGNETS_PRESETS = ("magnets", "magnets-uniform", "quarter-up", "half-then-full")
+FRONTIER_MARKDOWN = "frontier.md"
+FRONTIER_JSON = "frontier.json"
+FRONTIER_PLOT = "frontier.png"
+
+
+def _step_counts(name: str, steps, num_tokens: int) -> tuple[int, ...]:
+    counts = tuple(check_positive_int(f"{name} entry", count) for count in steps)
+    too_many = [count for count in counts if count > num_tokens]
+    if too_many:
+        raise ValueError(f"{name} {too_many} exceed the grid's {num_tokens} tokens (one step reveals at least one)")
+    return counts
+
+
+def frontier_rows(pipeline, maskgit_steps=MASKGIT_STEPS, single_width_steps=SINGLE_WIDTH_STEPS,
+                  magnets_steps=MAGNETS_STEPS, magnets_presets=MAGNETS_PRESETS) -> list[QualityRow]:
+    """The rows of the frontier for `pipeline`, each with its own step count and cache setting.
+
+    Row names say what runs: `maskgit` (the baseline: MaskGIT at the default schedule's step count, no cache),
+    `maskgit-<T>[+cache]`, `width-<w>-<T>[+cache]`, `<schedule>-<T>+cache` where
+    `<schedule>` is `default` (the pipeline scheduler's width schedule) or a preset name; presets equal to the
+    default schedule are listed once, as `default`.
+    """
+    config = pipeline.transformer.config
+    num_tokens = config.num_grid_tokens
+    default = resolve_width_schedule(pipeline.scheduler.config.width_schedule)
+    default_steps = sum(count for _, count in default)
+    rows = []
+    for steps in _step_counts("maskgit_steps", maskgit_steps, num_tokens):
+        for use_cache in (False, True):
+            name = f"maskgit-{steps}{'+cache' if use_cache else ''}"
+            if steps == default_steps and not use_cache:
+                name = BASELINE_ROW  # the row every ratio is taken against
+            rows.append(QualityRow(name, ((1.0, steps),), use_cache, num_inference_steps=steps))
+    for width in config.nested_widths[:-1]:
+        fraction = config.fraction_of(width)
+        for steps in _step_counts("single_width_steps", single_width_steps, num_tokens):
+            for use_cache in (False, True):
+                rows.append(QualityRow(f"width-{width}-{steps}{'+cache' if use_cache else ''}",
+                                       ((fraction, steps),), use_cache, num_inference_steps=steps))
+    schedules = {"default": default}
+    for preset in magnets_presets:
+        segments = resolve_width_schedule(preset)
+        if segments != default and preset not in schedules:
+            schedules[preset] = segments
+    for name, segments in schedules.items():
+        if len(segments) < 2:
+            raise ValueError(f"MaGNeTS schedule {name!r} {segments} runs a single width; list it as a width row")
+        for steps in _step_counts("magnets_steps", magnets_steps, num_tokens):
+            if steps < len(segments):
+                continue  # the rescaled schedule would drop widths: not this schedule any more
+            rows.append(QualityRow(f"{name}-{steps}+cache", tuple((f, s) for f, s in segments), True,
+                                   num_inference_steps=steps))
+    return rows
+
+
+def row_family(name: str) -> str:
+    """`maskgit`, `width-<w>` or `magnets`: the curve a frontier row belongs to (cache on and off together)."""
+    base = name.removesuffix("+cache")
+    if base == BASELINE_ROW or base.startswith("maskgit-"):
+        return "maskgit"
+    if base.startswith("width-"):
+        return base.rsplit("-", 1)[0]
+    return "magnets"
+
+
+def pareto_front(rows: list[dict], quality_key: str = "classifier_fid") -> list[str]:
+    """Names of the rows that no other row beats: none has GFLOPs <= and `quality_key` (lower is better) <=,
+    with one of them strictly lower. Sorted by GFLOPs."""
+    front = []
+    for row in rows:
+        dominated = any(
+            other["gflops_per_image"] <= row["gflops_per_image"] and other[quality_key] <= row[quality_key]
+            and (other["gflops_per_image"] < row["gflops_per_image"] or other[quality_key] < row[quality_key])
+            for other in rows)
+        if not dominated:
+            front.append(row)
+    return [row["name"] for row in sorted(front, key=lambda row: row["gflops_per_image"])]
+
+
+def fair_comparison(rows: list[dict], row_name: str, compute_margin: float = 1.25) -> dict:
+    """How `row_name` compares with what a user could pick instead at about its compute: every MaskGIT row
+    (any step count, cache or not), and every single-width row whose GFLOPs are <= `compute_margin` x its own.
+
+    Returns the row's cFID, the best competitor (name, cFID, GFLOPs) and whether the row beats all of them."""
+    by_name = {row["name"]: row for row in rows}
+    if row_name not in by_name:
+        raise ValueError(f"no row {row_name!r} in the frontier; rows: {sorted(by_name)}")
+    target = by_name[row_name]
+    limit = compute_margin * target["gflops_per_image"]
+    competitors = [row for row in rows if row_family(row["name"]) == "maskgit"
+                   or (row_family(row["name"]).startswith("width-") and row["gflops_per_image"] <= limit)]
+    best = min(competitors, key=lambda row: row["classifier_fid"])
+    return {"row": row_name, "classifier_fid": target["classifier_fid"], "gflops_per_image": target["gflops_per_image"],
+            "best_competitor": best["name"], "best_competitor_classifier_fid": best["classifier_fid"],
+            "best_competitor_gflops_per_image": best["gflops_per_image"], "compute_margin": compute_margin,
+            "beats_every_competitor": all(target["classifier_fid"] < row["classifier_fid"] for row in competitors)}
+
+
+def evaluate_frontier(pipeline, classifier, rows: list[QualityRow] | None = None, default_row: str | None = None,
+                      **evaluate_kwargs) -> dict:
+    """Evaluate the frontier rows (default: `frontier_rows(pipeline)`) in one run with common random numbers.
+
+    `evaluate_kwargs` go to `evaluate_pipeline` (samples_per_class, seed, guidance_scale, batch_size, device, ...).
+    The results are `evaluate_pipeline`'s, with per row `family` and `on_pareto_front` (for cFID and for
+    accuracy), and `pareto_front` / `fair_comparison` (of `default_row`, by default the pipeline's own schedule at
+    its own step count with the cache) at the top level.
+    """
+    rows = frontier_rows(pipeline) if rows is None else rows
+    results = evaluate_pipeline(pipeline, classifier, rows=rows, **evaluate_kwargs)
+    results["rows"] = [{**row, "family": row_family(row["name"])} for row in results["rows"]]
+    fid_front = pareto_front(results["rows"])
+    accuracy_rows = [{**row, "class_error": 1.0 - row["class_accuracy"]} for row in results["rows"]]
+    accuracy_front = pareto_front(accuracy_rows, quality_key="class_error")
+    for row in results["rows"]:
+        row["on_pareto_front"] = row["name"] in fid_front
+        row["on_accuracy_pareto_front"] = row["name"] in accuracy_front
+    results["pareto_front"] = fid_front
+    results["accuracy_pareto_front"] = accuracy_front
+    if default_row is None:
+        steps = sum(count for _, count in resolve_width_schedule(pipeline.scheduler.config.width_schedule))
+        default_row = f"default-{steps}+cache"
+    names = [row["name"] for row in results["rows"]]
+    if default_row in names:
+        results["fair_comparison"] = fair_comparison(results["rows"], default_row)
+    return results
+
+
+def format_frontier_table(results: dict) -> str:
+    """The frontier as markdown: settings, one table sorted by GFLOPs (Pareto rows marked), the fair comparison."""
+    settings = results["settings"]
+    lines = [
+        "# Compute frontier",
+        "",
+        f"Pipeline `{settings['pipeline']}`, classifier `{settings['classifier']}`; {settings['num_samples']} samples "
+        f"per row ({settings['samples_per_class']} per class), guidance {settings['guidance_scale']:g}, seed "
+        f"{settings['seed']} (image j: class j % C, generator seed + j, in every row: common random numbers). "
+        f"Machine: {results['machine'].get('device')}, torch {results['machine'].get('torch')}, {results['timestamp']}.",
+        "",
+        "`maskgit` is the MaskGIT baseline (full width every step, no cache) at the pipeline's step count; "
+        "`maskgit-T` the same at T steps, `width-w-T` the nested width w alone at T steps, `S-T+cache` the MaGNeTS "
+        "schedule S rescaled to T steps. GFLOPs: analytic transformer FLOPs per image, both guidance branches. "
+        "Front: on the Pareto front of cFID against GFLOPs (no row is both cheaper and better).",
+        "",
+        "| row | family | schedule | steps | cache | GFLOPs/img | vs maskgit | cFID | acc % | front |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for row in sorted(results["rows"], key=lambda row: row["gflops_per_image"]):
+        steps = row.get("num_inference_steps", settings["num_inference_steps"])
+        schedule = " ".join(f"{fraction:g}x{count}" for fraction, count in row["width_schedule"])
+        lines.append(
+            f"| `{row['name']}` | {row['family']} | {schedule} | {steps} | {'yes' if row['use_cache'] else 'no'} | "
+            f"{row['gflops_per_image']:.3f} | {row['flops_ratio']:.2f}x | {row['classifier_fid']:.3f} | "
+            f"{100 * row['class_accuracy']:.1f} | {'**front**' if row['on_pareto_front'] else ''} |")
+    tokenizer, real = results["tokenizer"], results["real_images"]
+    lines += ["", f"Tokenizer reconstruction: cFID {tokenizer['classifier_fid']:.3f}; real images "
+              f"({real['num_samples']}): cFID {real['classifier_fid']:.3f} (the floor at this sample size).", ""]
+    fair = results.get("fair_comparison")
+    if fair is not None:
+        verdict = "beats" if fair["beats_every_competitor"] else "does not beat"
+        lines += [
+            f"Fair comparison: `{fair['row']}` ({fair['gflops_per_image']:.3f} GFLOPs, cFID {fair['classifier_fid']:.3f}) "
+            f"{verdict} every MaskGIT row and every single-width row within {fair['compute_margin']:g}x its GFLOPs; "
+            f"the best of those is `{fair['best_competitor']}` (cFID {fair['best_competitor_classifier_fid']:.3f} at "
+            f"{fair['best_competitor_gflops_per_image']:.3f} GFLOPs).", ""]
+    return "\n".join(lines)
+
+
+def plot_frontier(results: dict, path: str | os.PathLike) -> None:
+    """PNG: cFID and class accuracy against GFLOPs/image (log scale), one curve per family (cache on and off as
+    separate curves), the Pareto front drawn over them. Needs matplotlib (the `plot` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError("the frontier plot needs matplotlib: pip install 'mgnt_hf[plot]'") from error
+    rows = results["rows"]
+    curves: dict[str, list[dict]] = {}
+    for row in rows:
+        label = row["family"] + (" +cache" if row["use_cache"] else "")
+        curves.setdefault(label, []).append(row)
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for axis, key, title, front_key in ((axes[0], "classifier_fid", "classifier FID (lower is better)",
+                                         "on_pareto_front"),
+                                        (axes[1], "class_accuracy", "class accuracy (higher is better)",
+                                         "on_accuracy_pareto_front")):
+        for label, members in sorted(curves.items()):
+            members = sorted(members, key=lambda row: row["gflops_per_image"])
+            axis.plot([row["gflops_per_image"] for row in members], [row[key] for row in members], marker="o",
+                      markersize=4, linewidth=1, label=label, linestyle="--" if "+cache" not in label else "-")
+        front = sorted((row for row in rows if row[front_key]), key=lambda row: row["gflops_per_image"])
+        axis.plot([row["gflops_per_image"] for row in front], [row[key] for row in front], color="black",
+                  linewidth=2.5, alpha=0.35, label="Pareto front", zorder=0)
+        axis.set_xscale("log")
+        axis.set_xlabel("transformer GFLOPs per image")
+        axis.set_title(title)
+        axis.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(f"{results['settings']['pipeline']}: {results['settings']['num_samples']} samples per row")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_frontier(results: dict, output_dir: str | os.PathLike, plot: bool = True) -> dict[str, Path]:
+    """Write `frontier.md`, `frontier.json` and (with `plot`) `frontier.png` to `output_dir`."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": output_dir / FRONTIER_MARKDOWN, "json": output_dir / FRONTIER_JSON}
+    paths["markdown"].write_text(format_frontier_table(results))
+    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
+    if plot:
+        paths["plot"] = output_dir / FRONTIER_PLOT
+        plot_frontier(results, paths["plot"])
+    return paths
