@@ -46,6 +46,8 @@ def test_frontier_rows_cover_maskgit_steps_single_widths_and_magnets_schedules()
     assert rows["default-12+cache"].width_schedule == ((0.125, 1), (0.25, 4), (0.5, 4), (1.0, 3))
     assert "magnets-12+cache" not in rows  # the default is the magnets preset: listed once
     assert {"quarter-up-6+cache", "magnets-uniform-16+cache", "half-then-full-8+cache"} <= set(rows)
+    assert rows["default"].width_schedule == rows["default-12+cache"].width_schedule
+    assert rows["default"].num_inference_steps == 12 and rows["default"].use_cache  # what pipe(labels) runs
     assert len({row.name for row in frontier_rows(pipe)}) == len(frontier_rows(pipe))
 
 
@@ -59,8 +61,8 @@ def test_frontier_step_counts_are_checked():
 
 def test_row_families():
     assert [row_family(name) for name in ("maskgit", "maskgit-3+cache", "width-32-8", "width-8-4+cache",
-                                          "default-12+cache", "quarter-up-6+cache")] == [
-        "maskgit", "maskgit", "width-32", "width-8", "magnets", "magnets"]
+                                          "default-12+cache", "quarter-up-6+cache", "default")] == [
+        "maskgit", "maskgit", "width-32", "width-8", "magnets", "magnets", "default"]
 
 
 def test_pareto_front_keeps_exactly_the_undominated_rows():
@@ -88,6 +90,12 @@ def test_fair_comparison_counts_every_maskgit_row_and_nearby_single_widths():
 # ---------------------------------------------------------------- the frontier run
 
 
+def rows_equal(results, first, second) -> bool:
+    rows = {row["name"]: row for row in results["rows"]}
+    keys = ("gflops_per_image", "classifier_fid", "class_accuracy", "step_widths")
+    return all(rows[first][key] == rows[second][key] for key in keys)
+
+
 @pytest.fixture(scope="module")
 def frontier(tmp_path_factory):
     pipe = make_image_pipeline()
@@ -105,7 +113,8 @@ def test_the_frontier_marks_its_pareto_rows_and_compares_the_default(frontier):
     assert results["baseline"] == "maskgit"
     assert results["pareto_front"] == pareto_front(results["rows"])
     assert all(row["on_pareto_front"] == (row["name"] in results["pareto_front"]) for row in results["rows"])
-    assert results["fair_comparison"]["row"] == "default-12+cache"
+    assert results["fair_comparison"]["row"] == "default"
+    assert rows_equal(results, "default", "default-12+cache")
     rows = {row["name"]: row for row in results["rows"]}
     assert rows["maskgit-2"]["step_widths"] == [64, 64] and rows["width-8-4"]["step_widths"] == [8] * 4
     assert rows["maskgit"]["flops_ratio"] == 1.0 and rows["maskgit-2"]["flops_ratio"] == pytest.approx(6.0)
@@ -125,7 +134,7 @@ def test_the_frontier_writes_markdown_json_and_a_plot(frontier):
     results, paths = frontier
     assert json.loads(paths["json"].read_text())["pareto_front"] == results["pareto_front"]
     text = paths["markdown"].read_text()
-    assert "| `maskgit-2` | maskgit |" in text and "Fair comparison: `default-12+cache`" in text
+    assert "| `maskgit-2` | maskgit |" in text and "Fair comparison: `default`" in text
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -6,7 +6,9 @@ evaluates, with common random numbers (image j of every row has class j % C and 
 - MaskGIT (the full width every step) at 2, 3, 4, 6, 8 and 12 steps, cache off and on;
 - each smaller nested width alone at several step counts, cache off and on;
 - MaGNeTS width schedules (the pipeline's default and the scheduler's nested presets) at several step counts,
-  with the cache.
+  with the cache;
+- `default`: exactly what `pipe(labels)` runs (the default schedule, its step count, the scheduler's cache
+  setting), the row the fair comparison is about.
 
 Each row is put in a family (`maskgit`, `width-<w>`, `magnets`); the Pareto front is the set of rows no other row
 beats on both GFLOPs and classifier FID. Results: markdown, JSON and a PNG of cFID and accuracy against GFLOPs,
@@ -29,6 +31,8 @@ SINGLE_WIDTH_STEPS = (4, 8, 12)
 MAGNETS_STEPS = (6, 8, 12, 16)
 # Nested presets that use more than one width; "default" is the pipeline's own schedule.
 MAGNETS_PRESETS = ("magnets", "magnets-uniform", "quarter-up", "half-then-full")
+# The row of what the pipeline runs by default; the fair comparison is about it.
+DEFAULT_ROW = "default"
 FRONTIER_MARKDOWN = "frontier.md"
 FRONTIER_JSON = "frontier.json"
 FRONTIER_PLOT = "frontier.png"
@@ -74,19 +78,23 @@ def frontier_rows(pipeline, maskgit_steps=MASKGIT_STEPS, single_width_steps=SING
         if segments != default and preset not in schedules:
             schedules[preset] = segments
     for name, segments in schedules.items():
-        if len(segments) < 2:
-            raise ValueError(f"MaGNeTS schedule {name!r} {segments} runs a single width; list it as a width row")
         for steps in _step_counts("magnets_steps", magnets_steps, num_tokens):
             if steps < len(segments):
                 continue  # the rescaled schedule would drop widths: not this schedule any more
             rows.append(QualityRow(f"{name}-{steps}+cache", tuple((f, s) for f, s in segments), True,
                                    num_inference_steps=steps))
+    # What `pipe(labels)` runs: the default schedule at its own step count with the scheduler's cache setting.
+    rows.append(QualityRow(DEFAULT_ROW, tuple((f, s) for f, s in default), pipeline.scheduler.config.use_cache,
+                           num_inference_steps=default_steps))
     return rows
 
 
 def row_family(name: str) -> str:
-    """`maskgit`, `width-<w>` or `magnets`: the curve a frontier row belongs to (cache on and off together)."""
+    """`maskgit`, `width-<w>`, `magnets`, or `default` (the pipeline's own decode): the curve a frontier row
+    belongs to (cache on and off together)."""
     base = name.removesuffix("+cache")
+    if base == DEFAULT_ROW:
+        return DEFAULT_ROW
     if base == BASELINE_ROW or base.startswith("maskgit-"):
         return "maskgit"
     if base.startswith("width-"):
@@ -133,8 +141,8 @@ def evaluate_frontier(pipeline, classifier, rows: list[QualityRow] | None = None
 
     `evaluate_kwargs` go to `evaluate_pipeline` (samples_per_class, seed, guidance_scale, batch_size, device, ...).
     The results are `evaluate_pipeline`'s, with per row `family` and `on_pareto_front` (for cFID and for
-    accuracy), and `pareto_front` / `fair_comparison` (of `default_row`, by default the pipeline's own schedule at
-    its own step count with the cache) at the top level.
+    accuracy), and `pareto_front` / `fair_comparison` (of `default_row`, by default the `default` row: what
+    `pipe(labels)` runs) at the top level.
     """
     rows = frontier_rows(pipeline) if rows is None else rows
     results = evaluate_pipeline(pipeline, classifier, rows=rows, **evaluate_kwargs)
@@ -147,9 +155,7 @@ def evaluate_frontier(pipeline, classifier, rows: list[QualityRow] | None = None
         row["on_accuracy_pareto_front"] = row["name"] in accuracy_front
     results["pareto_front"] = fid_front
     results["accuracy_pareto_front"] = accuracy_front
-    if default_row is None:
-        steps = sum(count for _, count in resolve_width_schedule(pipeline.scheduler.config.width_schedule))
-        default_row = f"default-{steps}+cache"
+    default_row = DEFAULT_ROW if default_row is None else default_row
     names = [row["name"] for row in results["rows"]]
     if default_row in names:
         results["fair_comparison"] = fair_comparison(results["rows"], default_row)
@@ -209,6 +215,8 @@ def plot_frontier(results: dict, path: str | os.PathLike) -> None:
     rows = results["rows"]
     curves: dict[str, list[dict]] = {}
     for row in rows:
+        if row["family"] == DEFAULT_ROW:
+            continue
         label = row["family"] + (" +cache" if row["use_cache"] else "")
         curves.setdefault(label, []).append(row)
     figure, axes = plt.subplots(1, 2, figsize=(13, 5))
@@ -220,6 +228,10 @@ def plot_frontier(results: dict, path: str | os.PathLike) -> None:
             members = sorted(members, key=lambda row: row["gflops_per_image"])
             axis.plot([row["gflops_per_image"] for row in members], [row[key] for row in members], marker="o",
                       markersize=4, linewidth=1, label=label, linestyle="--" if "+cache" not in label else "-")
+        for row in rows:
+            if row["family"] == DEFAULT_ROW:
+                axis.plot([row["gflops_per_image"]], [row[key]], marker="*", markersize=16, color="crimson",
+                          linestyle="none", label="default (pipe(labels))", zorder=5)
         front = sorted((row for row in rows if row[front_key]), key=lambda row: row["gflops_per_image"])
         axis.plot([row["gflops_per_image"] for row in front], [row[key] for row in front], color="black",
                   linewidth=2.5, alpha=0.35, label="Pareto front", zorder=0)
