@@ -47,7 +47,8 @@ class MGNTConfig(PretrainedConfig):
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the normal initialisation of weights and embeddings.
         id2label (`dict[int, str]`, *optional*):
-            Class names, used by the pipeline to accept labels by name.
+            Class names, used by the pipeline to accept labels by name (`LABEL_<i>` when not given).
+            transformers' `num_labels` is always `num_classes`; a different one is refused (`ValueError`).
 
     Example:
 
@@ -81,11 +82,29 @@ class MGNTConfig(PretrainedConfig):
             self.nested_widths = (self.hidden_size,)
         self.nested_widths = tuple(int(width) for width in self.nested_widths)
         self._validate_mgnt_fields()
-        names_given = self.id2label is not None
-        super().__post_init__(**kwargs)
-        if not names_given:
+        self._check_num_labels(kwargs.get("num_labels"))
+        if self.id2label is None:
             # transformers would otherwise default to two placeholder labels; name every class instead.
-            self.num_labels = self.num_classes
+            self.id2label = {index: f"LABEL_{index}" for index in range(self.num_classes)}
+            self.label2id = {name: index for index, name in self.id2label.items()}
+        super().__post_init__(**kwargs)
+
+    def _check_num_labels(self, num_labels: int | None) -> None:
+        if num_labels is not None and num_labels != self.num_classes:
+            raise ValueError(
+                f"MGNTConfig.num_labels ({num_labels}) must equal num_classes ({self.num_classes}): the labels are the "
+                "class labels; set num_classes (and id2label) instead"
+            )
+
+    @property
+    def num_labels(self) -> int | None:
+        """The number of class labels, `num_classes` (transformers' name for it); setting another value raises."""
+        return PretrainedConfig.num_labels.fget(self)
+
+    @num_labels.setter
+    def num_labels(self, num_labels: int) -> None:
+        self._check_num_labels(num_labels)
+        PretrainedConfig.num_labels.fset(self, num_labels)
 
     def _validate_mgnt_fields(self):
         for name in ("codebook_size", "num_classes", "hidden_size", "num_hidden_layers",

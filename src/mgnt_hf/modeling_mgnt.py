@@ -7,21 +7,40 @@ columns `[:w]`, LayerNorms `[:w]`, the first `w / head_dim` heads, MLP `[:r*w, :
 
 Sequence layout: position 0 is the class token, positions `1..N` the grid tokens in row-major
 order of `config.token_grid`.
+
+transformers' conventions, as in its own modeling files: the attention kernel is
+`config._attn_implementation` through `ALL_ATTENTION_FUNCTIONS` ("sdpa", the default, or "eager");
+`output_hidden_states` / `output_attentions` are recorded by transformers' output-capturing hooks
+(`_can_record_outputs`, `capture_outputs`); `labels` give a masked-LM style `loss`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils._pytree as pytree
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_mgnt import MGNTConfig
+
+# Keyword arguments of `MGNTTransformer.forward` besides its named ones (the transformers conventions it honours).
+FORWARD_KWARGS = ("output_attentions", "output_hidden_states", "num_items_in_batch")
+
+
+def _is_traced() -> bool:
+    """Whether this forward is traced (torch.compile, torch.export, torch.jit.trace): no data-dependent checks."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 class MGNTKVCache:
@@ -51,6 +70,8 @@ class MGNTKVCache:
         # Row index `[B, 1]` that pairs with `[B, A]` positions in the advanced-index writes of cached passes.
         self.batch_index = torch.arange(batch_size, device=device)[:, None]
         self.config = config
+        # Looked up per layer and forward; config attribute reads cost microseconds each.
+        self.heads_at_width = {width: config.heads_at(width) for width in config.nested_widths}
         self.width: int | None = None  # width of the last full pass; None until one has run
 
     @property
@@ -72,22 +93,57 @@ class MGNTKVCache:
 
     def layer(self, layer_index: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Views `[B, heads(width), 1 + N, head_dim]` of one layer's keys and values, and `batch_index [B, 1]`."""
-        heads = self.config.heads_at(width)
+        heads = self.heads_at_width[width]
         return self.keys[layer_index, :, :heads], self.values[layer_index, :, :heads], self.batch_index
+
+
+def _flatten_cache(cache: MGNTKVCache):
+    return [cache.keys, cache.values, cache.batch_index], (cache.config, cache.width)
+
+
+def _flatten_cache_with_keys(cache: MGNTKVCache):
+    children, context = _flatten_cache(cache)
+    names = ("keys", "values", "batch_index")
+    return [(pytree.GetAttrKey(name), child) for name, child in zip(names, children)], context
+
+
+def _unflatten_cache(children, context) -> MGNTKVCache:
+    cache = MGNTKVCache.__new__(MGNTKVCache)
+    cache.keys, cache.values, cache.batch_index = children
+    cache.config, cache.width = context
+    cache.heads_at_width = {width: cache.config.heads_at(width) for width in cache.config.nested_widths}
+    return cache
+
+
+# A pytree node (its tensors are the leaves), so torch.export takes a cache as an input of a cached forward.
+pytree.register_pytree_node(MGNTKVCache, _flatten_cache, _unflatten_cache, serialized_type_name="mgnt_hf.MGNTKVCache",
+                            flatten_with_keys_fn=_flatten_cache_with_keys)
 
 
 @dataclass
 class MGNTTransformerOutput(ModelOutput):
     """
     Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given): mean
+            cross-entropy of the logits against the labels over the scored positions (those not -100).
         logits (`torch.FloatTensor` of shape `[B, N, codebook_size]`, or `[B, A, codebook_size]` when
             `active_positions` of `A` positions were given): scores over the codebook for every grid
             position that ran.
         cache (`MGNTKVCache`, *optional*): the cache passed in, now holding this forward's keys/values.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            the embeddings output and every layer's output (before the final LayerNorm),
+            `num_hidden_layers + 1` tensors `[B, 1 + N, width]` (class token first) for a full pass,
+            `[B, A, width]` (the active positions) for a cached pass.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True` with
+            the "eager" attention implementation): every layer's attention weights after the softmax,
+            `[B, heads(width), L, 1 + N]` with `L` = `1 + N` (full pass) or `A` (cached pass).
     """
 
+    loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     cache: MGNTKVCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def _sliced_layer_norm(norm: nn.LayerNorm, hidden_states: torch.Tensor, width: int) -> torch.Tensor:
@@ -137,19 +193,58 @@ class MGNTEmbeddings(nn.Module):
         return torch.cat([class_token, tokens], dim=1)
 
 
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(Q K^T * scaling) V, explicitly: `[B, h, L, d]` queries -> `([B, L, h, d], weights [B, h, L, S])`.
+
+    `scaling` None is SDPA's default, `1 / sqrt(head_dim)`.
+    """
+    if scaling is None:
+        scaling = 1.0 / math.sqrt(query.shape[-1])
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
 class MGNTAttention(nn.Module):
+    """Bidirectional multi-head self-attention over the first `heads(width)` heads.
+
+    The kernel is `config._attn_implementation` through transformers' `ALL_ATTENTION_FUNCTIONS`: "sdpa"
+    (`F.scaled_dot_product_attention`, the default) or "eager" (`eager_attention_forward`, which also
+    returns the attention weights). `slice_size` (set by `MGNTTransformer.set_attention_slice`) runs the
+    queries in slices of that many (`"auto"`: two slices), each against all keys.
+    """
+
     def __init__(self, config: MGNTConfig):
         super().__init__()
         self.config = config
         self.head_dim = config.head_dim
+        self.heads_at_width = {width: config.heads_at(width) for width in config.nested_widths}
+        self.is_causal = False
+        # None: SDPA's default scale, 1 / sqrt(head_dim) (passing it explicitly may round differently).
+        self.scaling = None
+        self.slice_size: int | str | None = None
         self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states: torch.Tensor, width: int, cache: tuple | None = None,
-                sequence_positions: torch.Tensor | None = None) -> torch.Tensor:
-        """`hidden_states [B, L, width]` -> `[B, L, width]`.
+                sequence_positions: torch.Tensor | None = None,
+                **kwargs: Unpack[TransformersKwargs]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`hidden_states [B, L, width]` -> (`[B, L, width]`, attention weights `[B, h, L, 1 + N]` or None).
 
         With `cache` (this layer's key/value views `[B, h, 1 + N, head_dim]` and `batch_index [B, 1]`): when
         `sequence_positions [B, L]` is None the L = 1 + N tokens are the whole sequence and their K/V
@@ -157,7 +252,7 @@ class MGNTAttention(nn.Module):
         queries attend to the whole cache (their own fresh K/V plus everybody else's cached ones).
         """
         batch, length, _ = hidden_states.shape
-        heads = self.config.heads_at(width)
+        heads = self.heads_at_width[width]
 
         def project(linear):  # [B, L, width] -> [B, heads, L, head_dim]
             return _sliced_linear(linear, hidden_states, width, width).view(
@@ -176,9 +271,29 @@ class MGNTAttention(nn.Module):
                 cached_values.transpose(1, 2)[batch_index, sequence_positions] = \
                     value.transpose(1, 2).to(cached_values.dtype)
                 key, value = cached_keys.to(query.dtype), cached_values.to(query.dtype)
-        attended = F.scaled_dot_product_attention(query, key, value)
-        attended = attended.transpose(1, 2).reshape(batch, length, width)
-        return _sliced_linear(self.o_proj, attended, width, width)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        slice_size = self.query_slice_size(length)
+        slices = [attention_interface(self, query[:, :, start:start + slice_size], key, value, None,
+                                      scaling=self.scaling, dropout=0.0, **kwargs)
+                  for start in range(0, length, slice_size)]
+        if len(slices) == 1:
+            attended, attn_weights = slices[0]
+        else:
+            attended = torch.cat([output for output, _ in slices], dim=1)
+            attn_weights = None if slices[0][1] is None else torch.cat([weights for _, weights in slices], dim=2)
+        attended = attended.reshape(batch, length, width)
+        return _sliced_linear(self.o_proj, attended, width, width), attn_weights
+
+    def query_slice_size(self, num_queries: int) -> int:
+        """Queries per attention slice for `num_queries` queries (all of them without slicing)."""
+        if self.slice_size is None:
+            return num_queries
+        if self.slice_size == "auto":
+            return max(1, math.ceil(num_queries / 2))
+        return self.slice_size
 
 
 class MGNTMLP(nn.Module):
@@ -204,9 +319,9 @@ class MGNTLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, width: int, intermediate: int, cache: tuple | None = None,
-                sequence_positions: torch.Tensor | None = None) -> torch.Tensor:
-        attended = self.attention(_sliced_layer_norm(self.attention_norm, hidden_states, width), width,
-                                  cache=cache, sequence_positions=sequence_positions)
+                sequence_positions: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
+        attended, _ = self.attention(_sliced_layer_norm(self.attention_norm, hidden_states, width), width,
+                                     cache=cache, sequence_positions=sequence_positions, **kwargs)
         hidden_states = hidden_states + self.dropout(attended)
         transformed = self.mlp(_sliced_layer_norm(self.mlp_norm, hidden_states, width), width, intermediate)
         return hidden_states + self.dropout(transformed)
@@ -220,6 +335,11 @@ class MGNTPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["MGNTEmbeddings", "MGNTLayer"]
     _supports_sdpa = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {
+        "hidden_states": MGNTLayer,
+        "attentions": MGNTAttention,
+    }
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -242,6 +362,7 @@ class MGNTTransformer(MGNTPreTrainedModel):
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.output_head = nn.Linear(config.hidden_size, config.codebook_size)
         self.gradient_checkpointing = False
+        self.loss_type = "ForMaskedLM"  # cross-entropy over the positions whose label is not -100
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -254,29 +375,56 @@ class MGNTTransformer(MGNTPreTrainedModel):
         """An empty KV cache for `batch_size` sequences on this model's device (and dtype by default)."""
         return MGNTKVCache(self.config, batch_size, dtype=dtype or self.dtype, device=self.device)
 
-    def _check_inputs(self, input_ids, class_labels, cache, active_positions, width):
+    def set_attention_slice(self, slice_size: int | str | None) -> None:
+        """Compute attention in slices of queries (each slice against all keys), to bound its memory.
+
+        What diffusers' `pipeline.enable_attention_slicing(slice_size)` calls on its components.
+
+        Args:
+            slice_size: `"auto"`: two slices (half the queries each); `"max"`: one query at a time (least
+                memory); an `int`: that many queries per slice, at most `1 + num_grid_tokens`; `None`: no
+                slicing (`disable_attention_slicing`). Unlike diffusers' UNets, which slice over heads, the
+                slices run over queries: the score matrix of a slice is `[B, heads, slice, 1 + N]`.
+        """
+        longest = 1 + self.config.num_grid_tokens
+        if slice_size == "max":
+            slice_size = 1
+        valid_int = isinstance(slice_size, int) and not isinstance(slice_size, bool) and 1 <= slice_size <= longest
+        if not (slice_size is None or slice_size == "auto" or valid_int):
+            raise ValueError(
+                f"attention slice_size must be 'auto', 'max', None or an int number of queries per slice in "
+                f"[1, {longest}] (1 + num_grid_tokens), got {slice_size!r}"
+            )
+        for module in self.modules():
+            if isinstance(module, MGNTAttention):
+                module.slice_size = slice_size
+
+    def _check_grid(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """A LongTensor `[B, N]` or `[B, *token_grid]` -> `[B, N]` (`ValueError` otherwise)."""
         config = self.config
-        if input_ids.dtype != torch.long:
-            raise ValueError(f"input_ids must be a LongTensor of token ids, got dtype {input_ids.dtype}")
-        if input_ids.dim() == 1 + len(config.token_grid) and tuple(input_ids.shape[1:]) == config.token_grid:
-            input_ids = input_ids.reshape(input_ids.shape[0], -1)
-        if input_ids.dim() != 2 or input_ids.shape[1] != config.num_grid_tokens:
+        if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.long:
+            raise ValueError(f"{name} must be a LongTensor of token ids, got {getattr(tensor, 'dtype', type(tensor))}")
+        if tensor.dim() == 1 + len(config.token_grid) and tuple(tensor.shape[1:]) == config.token_grid:
+            tensor = tensor.reshape(tensor.shape[0], -1)
+        if tensor.dim() != 2 or tensor.shape[1] != config.num_grid_tokens:
             raise ValueError(
-                f"input_ids must have shape [B, {config.num_grid_tokens}] or [B, {', '.join(map(str, config.token_grid))}]"
-                f" (token_grid {config.token_grid}), got {list(input_ids.shape)}"
+                f"{name} must have shape [B, {config.num_grid_tokens}] or [B, {', '.join(map(str, config.token_grid))}]"
+                f" (token_grid {config.token_grid}), got {list(tensor.shape)}"
             )
-        if bool(((input_ids < 0) | (input_ids > config.mask_token_id)).any()):
-            raise ValueError(
-                f"input_ids must be in [0, {config.codebook_size}] (codebook ids, {config.mask_token_id} = mask)"
-            )
+        return tensor
+
+    def _check_inputs(self, input_ids, class_labels, cache, active_positions, width, labels):
+        """The shape, dtype and cache checks; the value-range checks too unless traced (they read the data)."""
+        config = self.config
+        input_ids = self._check_grid("input_ids", input_ids)
+        batch = input_ids.shape[0]
         if not isinstance(class_labels, torch.Tensor) or class_labels.dtype != torch.long or class_labels.dim() != 1 \
-                or class_labels.shape[0] != input_ids.shape[0]:
+                or class_labels.shape[0] != batch:
             raise ValueError(
-                f"class_labels must be a LongTensor of shape [{input_ids.shape[0]}], got "
-                f"{getattr(class_labels, 'dtype', type(class_labels).__name__)} {list(getattr(class_labels, 'shape', []))}"
+                f"class_labels must be a LongTensor of shape [{batch}], got "
+                f"{getattr(class_labels, 'dtype', type(class_labels).__name__)} "
+                f"{list(getattr(class_labels, 'shape', []))}"
             )
-        if bool(((class_labels < 0) | (class_labels > config.null_class_id)).any()):
-            raise ValueError(f"class_labels must be in [0, {config.num_classes}] ({config.null_class_id} = null class)")
         if active_positions is not None:
             if cache is None:
                 raise ValueError("active_positions needs a cache built by a full pass (cache=None given)")
@@ -288,17 +436,37 @@ class MGNTTransformer(MGNTPreTrainedModel):
                     "rebuild it with a full pass at the new width"
                 )
             if active_positions.dtype != torch.long or active_positions.dim() != 2 \
-                    or active_positions.shape[0] != input_ids.shape[0]:
+                    or active_positions.shape[0] != batch:
                 raise ValueError(
-                    f"active_positions must be a LongTensor [B={input_ids.shape[0]}, A] of grid positions, "
+                    f"active_positions must be a LongTensor [B={batch}, A] of grid positions, "
                     f"got {active_positions.dtype} {list(active_positions.shape)}"
                 )
-            if bool(((active_positions < 0) | (active_positions >= config.num_grid_tokens)).any()):
-                raise ValueError(f"active_positions must be grid positions in [0, {config.num_grid_tokens})")
-        if cache is not None and cache.batch_size != input_ids.shape[0]:
-            raise ValueError(f"the cache holds {cache.batch_size} sequences but the batch has {input_ids.shape[0]}")
-        return input_ids
+        if cache is not None and cache.batch_size != batch:
+            raise ValueError(f"the cache holds {cache.batch_size} sequences but the batch has {batch}")
+        if labels is not None:
+            labels = self._check_grid("labels", labels)
+            if labels.shape[0] != batch:
+                raise ValueError(f"labels must have the batch size of input_ids ({batch}), got {labels.shape[0]}")
+        if not _is_traced():
+            self._check_values(input_ids, class_labels, active_positions, labels)
+        return input_ids, labels
 
+    def _check_values(self, input_ids, class_labels, active_positions, labels) -> None:
+        config = self.config
+        if bool(((input_ids < 0) | (input_ids > config.mask_token_id)).any()):
+            raise ValueError(
+                f"input_ids must be in [0, {config.codebook_size}] (codebook ids, {config.mask_token_id} = mask)"
+            )
+        if bool(((class_labels < 0) | (class_labels > config.null_class_id)).any()):
+            raise ValueError(f"class_labels must be in [0, {config.num_classes}] ({config.null_class_id} = null class)")
+        if active_positions is not None and \
+                bool(((active_positions < 0) | (active_positions >= config.num_grid_tokens)).any()):
+            raise ValueError(f"active_positions must be grid positions in [0, {config.num_grid_tokens})")
+        if labels is not None and bool((((labels < 0) | (labels >= config.codebook_size)) & (labels != -100)).any()):
+            raise ValueError(f"labels must be codebook ids in [0, {config.codebook_size}) or -100 (not scored)")
+
+    # No `merge_with_config_defaults`: it injects `config.use_cache` (Trainer sets one), and the cache is explicit here.
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -306,9 +474,9 @@ class MGNTTransformer(MGNTPreTrainedModel):
         width: int | None = None,
         cache: MGNTKVCache | None = None,
         active_positions: torch.LongTensor | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> MGNTTransformerOutput | tuple:
+        labels: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MGNTTransformerOutput:
         r"""
         Args:
             input_ids (`torch.LongTensor` `[B, N]` or `[B, *token_grid]`): token ids in
@@ -322,16 +490,22 @@ class MGNTTransformer(MGNTPreTrainedModel):
             active_positions (`torch.LongTensor` `[B, A]`, *optional*): grid positions to run. They
                 attend to their own fresh keys/values and the cached ones of all other positions;
                 their keys/values are written to the cache. Logits come back for these positions only.
+            labels (`torch.LongTensor` `[B, N]` or `[B, *token_grid]`, *optional*): target codebook ids
+                of the grid positions, -100 where not scored (as for masked-LM models); `loss` is their
+                cross-entropy at `width`. In a cached pass the labels of the active positions count.
+            output_hidden_states, output_attentions, return_dict, num_items_in_batch: transformers'
+                conventions (config defaults; attention weights need `attn_implementation="eager"`;
+                `num_items_in_batch` sums the loss and divides by it, as Trainer's gradient accumulation does).
 
         Returns:
-            [`MGNTTransformerOutput`] with `logits` `[B, N or A, codebook_size]` (float32 unless the
-            model runs in another dtype).
+            [`MGNTTransformerOutput`] (a tuple without its None fields if `return_dict=False`) with `logits`
+            `[B, N or A, codebook_size]` (float32 unless the model runs in another dtype).
         """
-        if kwargs:
-            raise ValueError(f"unexpected arguments to MGNTTransformer.forward: {sorted(kwargs)}")
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        unexpected = sorted(set(kwargs) - set(FORWARD_KWARGS))
+        if unexpected:
+            raise ValueError(f"unexpected arguments to MGNTTransformer.forward: {unexpected}")
         width = self.config.check_width(width)
-        input_ids = self._check_inputs(input_ids, class_labels, cache, active_positions, width)
+        input_ids, labels = self._check_inputs(input_ids, class_labels, cache, active_positions, width, labels)
         intermediate = self.config.intermediate_size_at(width)
 
         if active_positions is None:
@@ -346,7 +520,7 @@ class MGNTTransformer(MGNTPreTrainedModel):
         for layer_index, layer in enumerate(self.layers):
             layer_cache = None if cache is None else cache.layer(layer_index, width)
             hidden_states = layer(hidden_states, width, intermediate, cache=layer_cache,
-                                  sequence_positions=sequence_positions)
+                                  sequence_positions=sequence_positions, **kwargs)
 
         if active_positions is None:
             hidden_states = hidden_states[:, 1:]  # the class token has no output
@@ -355,9 +529,13 @@ class MGNTTransformer(MGNTPreTrainedModel):
         hidden_states = _sliced_layer_norm(self.final_norm, hidden_states, width)
         logits = F.linear(hidden_states, self.output_head.weight[:, :width], self.output_head.bias)
 
-        if not return_dict:
-            return (logits,) if cache is None else (logits, cache)
-        return MGNTTransformerOutput(logits=logits, cache=cache)
+        loss = None
+        if labels is not None:
+            if active_positions is not None:
+                labels = torch.gather(labels, 1, active_positions)
+            loss = self.loss_function(logits, labels, vocab_size=self.config.codebook_size,
+                                      num_items_in_batch=kwargs.get("num_items_in_batch"))
+        return MGNTTransformerOutput(loss=loss, logits=logits, cache=cache)
 
 
 def count_forward_flops(config: MGNTConfig, width: int | None = None, batch_size: int = 1,
