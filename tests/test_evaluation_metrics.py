@@ -185,6 +185,15 @@ def test_evaluate_samples_matches_the_separate_metrics():
     assert scores["class_accuracy"] == class_accuracy(model, generated, labels)
 
 
+def test_evaluate_samples_without_labels_gives_the_fid_and_no_accuracy():
+    model = tiny_classifier()
+    real, generated = torch.rand(40, 1, 16, 16) * 2 - 1, torch.rand(30, 1, 16, 16) * 2 - 1
+    reference = reference_statistics(model, real)
+    scores = evaluate_samples(model, generated, None, reference)
+    assert scores == {"classifier_fid": pytest.approx(classifier_fid(model, generated, reference), rel=1e-6),
+                      "class_accuracy": None, "num_samples": 30}
+
+
 def test_inception_fid_checks_the_weights_file_and_names_the_missing_extra(tmp_path):
     pixels = torch.zeros(2, 1, 16, 16)
     with pytest.raises(OSError, match="weights"):

@@ -10,7 +10,7 @@
 
 The feature classifier itself is `mgnt_hf.MGNTFeatureClassifier` (`modeling_feature_classifier.py`); pictures of
 samples are drawn by `mgnt_hf.visualization`; `mgnt evaluate` / `mgnt evaluate-video` (`mgnt_hf.cli`) are the
-command line.
+command line. What is measured, and why, is described in `docs/design.md`, section "Evaluation".
 
 ```python
 >>> from mgnt_hf import MGNTPipeline, shipped
@@ -23,9 +23,8 @@ command line.
 
 from ..configuration_feature_classifier import MGNTFeatureClassifierConfig
 from ..modeling_feature_classifier import MGNTFeatureClassifier, MGNTFeatureClassifierOutput
+from ..resources import DEFAULT_CLASSIFIER, DEFAULT_FRAME_CLASSIFIER
 from .data import (
-    DEFAULT_CLASSIFIER,
-    DEFAULT_FRAME_CLASSIFIER,
     FASHION_MNIST_DIR,
     FASHION_MNIST_LABELS,
     fashion_mnist_pixels,
@@ -77,7 +76,6 @@ from .metrics import (
     psnr,
     reference_statistics,
     reference_statistics_key,
-    score_samples,
     ssim,
     video_classifier_scores,
 )
@@ -91,6 +89,7 @@ from .rows import (
     default_num_inference_steps,
     default_rows,
     machine_info,
+    measured_on,
     parse_row,
     resolve_rows,
     row_names_allowed,
@@ -156,7 +155,6 @@ __all__ = [
     "psnr",
     "reference_statistics",
     "reference_statistics_key",
-    "score_samples",
     "ssim",
     "video_classifier_scores",
     # rows
@@ -169,6 +167,7 @@ __all__ = [
     "default_num_inference_steps",
     "default_rows",
     "machine_info",
+    "measured_on",
     "parse_row",
     "resolve_rows",
     "row_names_allowed",

@@ -23,27 +23,10 @@ import torch.nn.functional as F
 
 from ..data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from ..modeling_feature_classifier import MGNTFeatureClassifier
-from ..resources import DEFAULT_CLASSIFIER, DEFAULT_FRAME_CLASSIFIER, shipped
+from ..resources import DEFAULT_CLASSIFIER, shipped
 from ..video_io import decode_video, load_video_dataset, resolve_video_columns
 
 FASHION_MNIST_LABELS = FASHION_MNIST_CLASSES
-
-__all__ = [
-    "DEFAULT_CLASSIFIER",
-    "DEFAULT_FRAME_CLASSIFIER",
-    "FASHION_MNIST_DIR",
-    "FASHION_MNIST_LABELS",
-    "fashion_mnist_pixels",
-    "frames_to_pixels",
-    "load_classifier",
-    "load_reference_images",
-    "load_video_arrays",
-    "pad_pixels",
-    "pixels_from_images",
-    "real_subset_indices",
-    "resolve_classifier",
-    "videos_to_tensor",
-]
 
 
 # ---------------------------------------------------------------------------------------------

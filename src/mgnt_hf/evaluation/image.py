@@ -22,7 +22,6 @@ clock. Rows are names or [`QualityRow`]s (`mgnt_hf.evaluation.rows`).
 
 from __future__ import annotations
 
-import datetime
 import importlib.util
 import json
 import os
@@ -36,7 +35,7 @@ from ..modeling_feature_classifier import MGNTFeatureClassifier
 from ..utils.checks import check_non_negative_int, check_positive_int
 from ..visualization import write_sample_grid
 from .data import fashion_mnist_pixels, load_classifier, real_subset_indices
-from .metrics import FeatureStatistics, cached_reference_statistics, evaluate_samples, inception_fid, score_samples
+from .metrics import FeatureStatistics, cached_reference_statistics, evaluate_samples, inception_fid
 from .rows import (
     QualityRow,
     baseline_result,
@@ -45,8 +44,9 @@ from .rows import (
     check_num_inference_steps,
     decode_settings,
     format_schedule,
-    machine_info,
-    resolve_device,
+    format_machine,
+    measured_on,
+    place_on_device,
     resolve_guidance_scale,
     resolve_rows,
     row_summary,
@@ -99,7 +99,7 @@ def tokenizer_reconstruction(
         reconstruction = vqvae.decode(vqvae.encode(batch)).float()  # [B, C, H, W] in [-1, 1]
         squared_error += float(((reconstruction - batch.float()) ** 2).double().sum())
         reconstructions.append(reconstruction.cpu())
-    scores = score_samples(classifier, torch.cat(reconstructions), labels, reference, batch_size, device)
+    scores = evaluate_samples(classifier, torch.cat(reconstructions), labels, reference, batch_size, device)
     return {"classifier_fid": scores["classifier_fid"], "mse": squared_error / pixels.numel(),
             "class_accuracy": scores["class_accuracy"], "num_images": int(pixels.shape[0])}
 
@@ -282,10 +282,7 @@ def evaluate_pipeline(
     rows = resolve_rows(pipeline, rows, num_steps)
     _check_inception(inception_weights)
 
-    device = resolve_device(device)
-    pipeline.to(device)
-    pipeline.set_progress_bar_config(disable=True)
-    classifier.to(device)
+    device = place_on_device(device, pipeline, classifier)
     num_classes = pipeline.transformer.config.num_classes
     reference = _image_reference(classifier, reference, reference_labels, reference_statistics, cache_dir,
                                  batch_size, device)
@@ -319,14 +316,13 @@ def evaluate_pipeline(
     tokenizer = tokenizer_reconstruction(pipeline.vqvae, classifier, reference.pixels, reference.statistics,
                                          reference.labels, batch_size, device, progress)
     subset = real_subset_indices(reference.labels, num_classes, samples_per_class, reference.pixels.shape[0])
-    real_images = score_samples(classifier, reference.pixels[subset],
-                                None if reference.labels is None else reference.labels[subset],
-                                reference.statistics, batch_size, device)
+    real_images = evaluate_samples(classifier, reference.pixels[subset],
+                                   None if reference.labels is None else reference.labels[subset],
+                                   reference.statistics, batch_size, device)
     return {
         "settings": _image_settings(pipeline, classifier, sampling, reference, samples_per_class, num_classes,
                                     batch_size),
-        "machine": machine_info(device),
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **measured_on(device),
         "baseline": baseline["name"],
         "rows": row_results,
         "tokenizer": tokenizer,
@@ -344,7 +340,7 @@ def _percent(value) -> str:
 
 
 def _results_header(results: dict) -> list[str]:
-    settings, machine = results["settings"], results["machine"]
+    settings = results["settings"]
     return [
         "# Sample quality against compute",
         "",
@@ -353,9 +349,7 @@ def _results_header(results: dict) -> list[str]:
         f"{settings['num_inference_steps']} steps, guidance {settings['guidance_scale']:g} "
         f"({settings['guidance_schedule']}), seed {settings['seed']}, batch {settings['batch_size']}. "
         f"Reference: {settings['reference']['source']} ({settings['reference']['num_images']} images).",
-        f"Device {machine['device']}{' (' + machine['device_name'] + ')' if 'device_name' in machine else ''}, "
-        f"torch {machine['torch']} with {machine['torch_num_threads']} threads, mgnt_hf {machine['mgnt_hf']}, "
-        f"{results['timestamp']}.",
+        f"{format_machine(results)}.",
         "",
         "Schedules are `fraction x steps` segments of the hidden size. cFID: Fréchet distance in the classifier's "
         "feature space (lower is better); acc: class accuracy of the samples under the classifier. Ratios are "

@@ -294,42 +294,25 @@ def evaluate_samples(
     reference: FeatureStatistics | torch.Tensor,
     batch_size: int = 500,
     device=None,
-) -> dict[str, float]:
+) -> dict:
     """Classifier FID and class accuracy of class-conditional samples from one pass over them.
 
-    Returns:
-        `{"classifier_fid": float, "class_accuracy": float, "num_samples": int}`.
-    """
-    classifier.check_pixels(pixels)
-    labels = _check_labels(labels, pixels.shape[0], classifier.config.num_labels)
-    reference = _reference_to_statistics(classifier, reference, batch_size, device)
-    features, logits = classifier_outputs(classifier, pixels, batch_size, device)
-    return {
-        "classifier_fid": frechet_distance(features, reference),
-        "class_accuracy": float((logits.argmax(dim=-1) == labels).double().mean()),
-        "num_samples": int(pixels.shape[0]),
-    }
-
-
-def score_samples(
-    classifier: MGNTFeatureClassifier,
-    pixels: torch.Tensor,
-    labels,
-    reference: FeatureStatistics | torch.Tensor,
-    batch_size: int = 500,
-    device=None,
-) -> dict:
-    """[`evaluate_samples`], with `labels` optional: without them `class_accuracy` is None.
+    Args:
+        labels: the intended class ids `[N]`, or None (unlabelled images: `class_accuracy` is then None).
 
     Returns:
         `{"classifier_fid": float, "class_accuracy": float or None, "num_samples": int}`.
     """
+    classifier.check_pixels(pixels)
     if labels is not None:
-        return evaluate_samples(classifier, pixels, labels, reference, batch_size, device)
+        labels = _check_labels(labels, pixels.shape[0], classifier.config.num_labels)
     reference = _reference_to_statistics(classifier, reference, batch_size, device)
-    features, _ = classifier_outputs(classifier, pixels, batch_size, device)
-    return {"classifier_fid": frechet_distance(features, reference), "class_accuracy": None,
-            "num_samples": int(pixels.shape[0])}
+    features, logits = classifier_outputs(classifier, pixels, batch_size, device)
+    return {
+        "classifier_fid": frechet_distance(features, reference),
+        "class_accuracy": None if labels is None else float((logits.argmax(dim=-1) == labels).double().mean()),
+        "num_samples": int(pixels.shape[0]),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

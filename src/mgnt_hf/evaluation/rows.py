@@ -24,6 +24,7 @@ their schedule, not their noise) and time pipeline calls with [`timed_call`] (CU
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import sys
@@ -288,6 +289,16 @@ def timed_call(device, function, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
+def place_on_device(device: str | torch.device | None, pipeline, classifier) -> torch.device:
+    """Move the pipeline (its per-step progress bars off) and the classifier to `device` (default: cuda when
+    available, else cpu); return it."""
+    device = resolve_device(device)
+    pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    classifier.to(device)
+    return device
+
+
 def machine_info(device) -> dict:
     """Versions and hardware the numbers were measured on."""
     from .. import __version__
@@ -305,3 +316,17 @@ def machine_info(device) -> dict:
     if torch.device(device).type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def measured_on(device) -> dict:
+    """The `machine` ([`machine_info`]) and UTC `timestamp` entries of a results dict."""
+    return {"machine": machine_info(device),
+            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def format_machine(results: dict) -> str:
+    """One line for a results table: device, torch and its threads, mgnt_hf, timestamp."""
+    machine = results["machine"]
+    return (f"Device {machine['device']}{' (' + machine['device_name'] + ')' if 'device_name' in machine else ''}, "
+            f"torch {machine['torch']} with {machine['torch_num_threads']} threads, mgnt_hf {machine['mgnt_hf']}, "
+            f"{results['timestamp']}")

@@ -62,7 +62,6 @@ synchronised; one untimed warm-up call first), for generation and for prediction
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import statistics
@@ -101,8 +100,9 @@ from .rows import (
     check_num_inference_steps,
     decode_settings,
     format_schedule,
-    machine_info,
-    resolve_device,
+    format_machine,
+    measured_on,
+    place_on_device,
     resolve_guidance_scale,
     resolve_rows,
     row_summary,
@@ -489,10 +489,7 @@ def evaluate_video_pipeline(
     rows = resolve_rows(pipeline, rows, num_steps)
     detector = None if i3d_torchscript is None else load_i3d(i3d_torchscript, device)
 
-    device = resolve_device(device)
-    pipeline.to(device)
-    pipeline.set_progress_bar_config(disable=True)
-    classifier.to(device)
+    device = place_on_device(device, pipeline, classifier)
     if detector is not None:
         detector.to(device)
     reference = _video_reference(classifier, detector, real, real_labels, classifier_batch_size, device)
@@ -519,8 +516,7 @@ def evaluate_video_pipeline(
     return {
         "settings": _video_settings(tasks, classifier, real, num_classes, videos_per_class, prediction_labels,
                                     i3d_torchscript),
-        "machine": machine_info(device),
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **measured_on(device),
         "baseline": baseline["name"],
         "rows": row_results,
         "references": _references(tasks, reference, detector, num_classes, classifier.config.num_labels,
@@ -549,7 +545,7 @@ def _generation_cells(scores: dict) -> list[str]:
 
 
 def _video_results_header(results: dict) -> list[str]:
-    settings, machine = results["settings"], results["machine"]
+    settings = results["settings"]
     return [
         "# Video quality against compute",
         "",
@@ -557,9 +553,7 @@ def _video_results_header(results: dict) -> list[str]:
         f"{settings['num_real_videos']} real videos of {settings['frames_per_video']} frames; "
         f"{settings['num_inference_steps']} steps, guidance {settings['guidance_scale']:g} "
         f"({settings['guidance_schedule']}), seed {settings['seed']}, batch {settings['batch_size']}.",
-        f"Device {machine['device']}{' (' + machine['device_name'] + ')' if 'device_name' in machine else ''}, "
-        f"torch {machine['torch']} with {machine['torch_num_threads']} threads, mgnt_hf {machine['mgnt_hf']}, "
-        f"{results['timestamp']}. FVD: {settings['fvd']}.",
+        f"{format_machine(results)}. FVD: {settings['fvd']}.",
         "",
         f"GFLOPs: analytic transformer FLOPs per video, both guidance branches. FLOPs ratio = `{results['baseline']}` "
         "GFLOPs / row GFLOPs. s/video: median over pipeline calls.",
