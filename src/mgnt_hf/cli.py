@@ -129,6 +129,17 @@ def add_device_arguments(parser: argparse.ArgumentParser, dtype: bool = False, t
         parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
+def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    """The classifier and real images samples are scored against (`evaluate`, `search-schedule`)."""
+    parser.add_argument("--classifier", default=None,
+                        help=f"feature classifier folder (default: the shipped {DEFAULT_CLASSIFIER})")
+    parser.add_argument("--reference-images", default=None,
+                        help=".npz with 'pixels' float [N, C, H, W] in [-1, 1] and optional 'labels' [N] "
+                             "(default: the Fashion-MNIST test split)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where reference feature statistics are cached (default: ~/.cache/mgnt_hf)")
+
+
 # ---------------------------------------------------------------------------------------------
 # mgnt generate
 # ---------------------------------------------------------------------------------------------
@@ -186,13 +197,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="decoding steps of every row (default: scheduler's)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale; 1 = off (default: scheduler's)")
     parser.add_argument("--rows", nargs="+", default=None, help=ROW_NAMES_HELP)
-    parser.add_argument("--classifier", default=None,
-                        help=f"feature classifier folder (default: the shipped {DEFAULT_CLASSIFIER})")
-    parser.add_argument("--reference-images", default=None,
-                        help=".npz with 'pixels' float [N, C, H, W] in [-1, 1] and optional 'labels' [N] "
-                             "(default: the Fashion-MNIST test split)")
-    parser.add_argument("--cache-dir", default=None,
-                        help="where reference feature statistics are cached (default: ~/.cache/mgnt_hf)")
+    add_scoring_arguments(parser)
     parser.add_argument("--inception-weights", default=None,
                         help="torch-fidelity Inception weights file: also report Inception FID (needs torch-fidelity)")
     parser.add_argument("--batch-size", type=int, default=100, help="images per pipeline call (default 100)")
@@ -265,13 +270,7 @@ def add_search_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-budget-use", type=float, default=0.5,
                         help="candidates use at least this fraction of their budget (default 0.5)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: scheduler's)")
-    parser.add_argument("--classifier", default=None,
-                        help=f"feature classifier folder (default: the shipped {DEFAULT_CLASSIFIER})")
-    parser.add_argument("--reference-images", default=None,
-                        help=".npz with 'pixels' float [N, C, H, W] in [-1, 1] and optional 'labels' [N] "
-                             "(default: the Fashion-MNIST test split)")
-    parser.add_argument("--cache-dir", default=None,
-                        help="where reference feature statistics are cached (default: ~/.cache/mgnt_hf)")
+    add_scoring_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=100, help="images per pipeline call (default 100)")
     add_device_arguments(parser, threads=True)
     parser.add_argument("--write", action="store_true",
