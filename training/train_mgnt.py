@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -53,8 +53,8 @@ from mgnt_hf.scheduling_mgnt import DEFAULT_WIDTH_SCHEDULE, WIDTH_SCHEDULE_PRESE
 from mgnt_hf.nested_training import DISTILL_FROM, WIDTHS_PER_STEP, MGNTNestedTrainingObjective
 from mgnt_hf.tokenized_dataset import LABEL_COLUMN, TOKENS_COLUMN, tokenize_dataset
 from mgnt_hf.video_io import VideoTransform, check_videos, load_video_dataset, resolve_video_columns
-from mgnt_hf.training_utils import EMAModel, StopSignalGuard, check_finite_losses, remove_incomplete_checkpoints, \
-    resolve_resume_checkpoint, resume_position, save_checkpoint, epoch_dataloader, steps_per_epoch
+from mgnt_hf.training_utils import EMAModel, StopSignalGuard, check_finite_losses, check_launch, \
+    remove_incomplete_checkpoints, resolve_resume_checkpoint, resume_position, save_checkpoint, epoch_dataloader, steps_per_epoch
 
 logger = get_logger(__name__)
 
@@ -398,6 +398,12 @@ def main(argv=None):
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    check_launch(accelerator)
+    if accelerator.distributed_type == DistributedType.FSDP and (args.use_ema or args.validation_steps):
+        # Both read the model's parameters on one process (the EMA copy, the sampling pipeline); under FSDP
+        # those are shards.
+        raise ValueError(f"--use_ema ({args.use_ema}) and --validation_steps ({args.validation_steps}) are not "
+                         "supported with FSDP; train without them, or with DDP (multi_gpu_8.yaml)")
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     set_seed(args.seed, device_specific=True)  # each process masks differently
@@ -549,8 +555,15 @@ def main(argv=None):
             epoch, skip_batches = epoch + 1, 0
 
     accelerator.wait_for_everyone()
+    if accelerator.distributed_type == DistributedType.FSDP and not stopped_by_signal:
+        # The parameters are shards: every process takes part in gathering the full weights.
+        full_state = accelerator.get_state_dict(objective)
     if accelerator.is_main_process and not stopped_by_signal:
         transformer_to_save = unwrapped
+        if accelerator.distributed_type == DistributedType.FSDP:
+            transformer_to_save = MGNTTransformer(unwrapped.config)
+            transformer_to_save.load_state_dict({name.removeprefix("transformer."): value
+                                                 for name, value in full_state.items()})
         if ema is not None:
             transformer_to_save = MGNTTransformer(unwrapped.config)
             ema.copy_to(transformer_to_save.parameters())

@@ -12,6 +12,8 @@
 - `resume_position` / `epoch_dataloader`: with accelerate's seedable sampler every epoch's order
   depends only on the seed and the epoch; after a resume the already-seen batches of the current
   epoch are skipped (`accelerator.skip_first_batches`), so the data order equals an uninterrupted run.
+- `check_launch`: refuse a launch accelerate did not set up as configured (processes that would
+  train unconnected, an FSDP config that would run unsharded) before anything is written.
 - `EMAModel`: diffusers' exponential moving average of weights, re-exported for the scripts;
   register it with `accelerator.register_for_checkpointing(ema)` so checkpoints include it.
 
@@ -163,6 +165,30 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpo
     if path.name.startswith(TEMPORARY_PREFIX):
         raise ValueError(f"{path} is an incomplete checkpoint (an interrupted save); resume from a checkpoint-<step>")
     return path, checkpoint_step(path)
+
+
+def check_launch(accelerator) -> None:
+    """Raise ValueError when the processes are not the run the launcher asked for.
+
+    Both cases happen silently with accelerate 1.15 (see training/accelerate_configs/README.md): a
+    `distributed_type: FSDP` config on the CPU becomes plain data parallelism (accelerate enables FSDP
+    for accelerator devices only), and torchrun-started processes that accelerate does not join
+    (`WORLD_SIZE` > 1 but one process each, e.g. a MULTI_GPU config without GPUs) would each train
+    alone and overwrite each other's checkpoints.
+    """
+    from accelerate.utils import DistributedType
+
+    fsdp_requested = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp_requested and accelerator.distributed_type != DistributedType.FSDP:
+        raise ValueError(f"the launch asked for FSDP but accelerate set up {accelerator.distributed_type} on "
+                         f"{accelerator.device} (accelerate shards with FSDP on accelerator devices only); use a "
+                         "non-FSDP config (e.g. --cpu --num_processes N) on this machine")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size != accelerator.num_processes:
+        raise ValueError(f"WORLD_SIZE={world_size} processes were started but accelerate joined "
+                         f"{accelerator.num_processes} ({accelerator.distributed_type} on {accelerator.device}); "
+                         "they would train unconnected. Without GPUs set ACCELERATE_USE_CPU=true (gloo) or launch "
+                         "with --cpu")
 
 
 # ----------------------------------------------------------------------------------------------
