@@ -81,7 +81,7 @@ def test_fsdp_nested_training_resumes_bit_identically(workspace, tmp_path, fsdp_
     assert expected.keys() == actual.keys()
     for name in expected:  # the gathered full weights, saved by the main process
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
-    assert MGNTPipeline.from_pretrained(resumed).transformer.config.nested_widths == [8, 16, 32, 64]
+    assert MGNTPipeline.from_pretrained(resumed).transformer.config.nested_widths == (8, 16, 32, 64)
 
 
 def test_an_fsdp_launch_accelerate_does_not_shard_is_refused(workspace, tmp_path, fsdp_on_cpu):  # noqa: F811
@@ -113,4 +113,4 @@ def test_two_machines_over_loopback_train_as_one_run(workspace, tmp_path):  # no
     checkpoint = output / "checkpoint-2"
     assert sorted(p.name for p in checkpoint.glob("random_states_*.pkl")) == ["random_states_0.pkl",
                                                                               "random_states_1.pkl"]
-    assert MGNTPipeline.from_pretrained(output).transformer.config.nested_widths == [8, 16, 32, 64]
+    assert MGNTPipeline.from_pretrained(output).transformer.config.nested_widths == (8, 16, 32, 64)
