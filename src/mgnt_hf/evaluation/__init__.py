@@ -7,6 +7,10 @@
 - `image`: [`evaluate_pipeline`], the image runner, and its results (markdown table, JSON, plot).
 - `video`: [`evaluate_video_pipeline`], the video runner (generation and frame prediction), and its results.
 - `data`: real images and videos in the metrics' layouts, and finding the feature classifier.
+- `frontier`: [`evaluate_frontier`], every decode a user could pick (MaskGIT step counts, single widths, MaGNeTS
+  schedules) against GFLOPs, with the Pareto front.
+- `schedule_search`: [`search_schedules`], the best width schedule within each GFLOPs budget, and
+  [`write_budget_schedules`], which stores the table a pipeline's `max_gflops_per_image` reads.
 
 The feature classifier itself is `mgnt_hf.MGNTFeatureClassifier` (`modeling_feature_classifier.py`); pictures of
 samples are drawn by `mgnt_hf.visualization`; `mgnt evaluate` / `mgnt evaluate-video` (`mgnt_hf.cli`) are the
@@ -38,6 +42,7 @@ from .data import (
     resolve_classifier,
     videos_to_tensor,
 )
+from .frontier import evaluate_frontier, fair_comparison, frontier_rows, pareto_front, write_frontier
 from .image import (
     evaluate_pipeline,
     format_results_table,
@@ -104,8 +109,16 @@ from .video import (
     format_video_results_table,
     write_video_results,
 )
+from .schedule_search import search_schedules, write_budget_schedules
 
 __all__ = [
+    "evaluate_frontier",
+    "fair_comparison",
+    "frontier_rows",
+    "pareto_front",
+    "write_frontier",
+    "search_schedules",
+    "write_budget_schedules",
     # the classifier
     "MGNTFeatureClassifier",
     "MGNTFeatureClassifierConfig",
