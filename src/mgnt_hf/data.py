@@ -136,6 +136,23 @@ def load_image_folder(root: str):
                                       features=features)
 
 
+def resolve_data_column(dataset, column: str | None, kind: str, feature_types: tuple) -> str:
+    """The column holding the `kind` data ("image" or "video"): `column` if given (checked), else the column named
+    `kind`, else the only column whose feature is one of `feature_types`; `ValueError` naming the columns."""
+    columns = list(dataset.column_names)
+    if column is None:
+        candidates = [name for name, feature in dataset.features.items() if isinstance(feature, feature_types)]
+        if kind in columns:
+            column = kind
+        elif len(candidates) == 1:
+            column = candidates[0]
+        else:
+            raise ValueError(f"cannot tell which column holds the {kind}s (columns: {columns}); pass --{kind}_column")
+    if column not in columns:
+        raise ValueError(f"{kind} column {column!r} not in the dataset; available columns: {columns}")
+    return column
+
+
 def resolve_columns(dataset, image_column: str | None = None, label_column: str | None = None,
                     require_label: bool = False) -> tuple[str, str | None]:
     """Check (or guess) the image and label columns; `ValueError` naming the available columns if missing.
@@ -146,16 +163,7 @@ def resolve_columns(dataset, image_column: str | None = None, label_column: str 
     import datasets
 
     columns = list(dataset.column_names)
-    if image_column is None:
-        image_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
-        if "image" in columns:
-            image_column = "image"
-        elif len(image_columns) == 1:
-            image_column = image_columns[0]
-        else:
-            raise ValueError(f"cannot tell which column holds the images (columns: {columns}); pass --image_column")
-    if image_column not in columns:
-        raise ValueError(f"image column {image_column!r} not in the dataset; available columns: {columns}")
+    image_column = resolve_data_column(dataset, image_column, "image", (datasets.Image,))
     if label_column is None and require_label:
         label_column = "label"
     if label_column is not None and label_column not in columns:

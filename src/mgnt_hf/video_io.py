@@ -55,7 +55,7 @@ import torch
 from PIL import Image
 
 from .data import BadImageError, ImageTransform, decode_image, drop_or_report_bad_rows, load_image_dataset, \
-    resolve_columns
+    resolve_columns, resolve_data_column
 from .utils.checks import check_choice, check_positive_int
 from .video_utils import BadVideoError, as_uint8_video, import_av, stack_frames, video_frames
 
@@ -210,18 +210,8 @@ def resolve_video_columns(dataset, video_column: str | None = None, label_column
     """
     import datasets
 
-    columns = list(dataset.column_names)
-    if video_column is None:
-        video_types = (datasets.Video, datasets.Array3D, datasets.Array4D)
-        candidates = [name for name, feature in dataset.features.items() if isinstance(feature, video_types)]
-        if "video" in columns:
-            video_column = "video"
-        elif len(candidates) == 1:
-            video_column = candidates[0]
-        else:
-            raise ValueError(f"cannot tell which column holds the videos (columns: {columns}); pass --video_column")
-    if video_column not in columns:
-        raise ValueError(f"video column {video_column!r} not in the dataset; available columns: {columns}")
+    video_column = resolve_data_column(dataset, video_column, "video",
+                                       (datasets.Video, datasets.Array3D, datasets.Array4D))
     return resolve_columns(dataset, video_column, label_column, require_label)
 
 
