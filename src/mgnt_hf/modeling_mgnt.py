@@ -415,7 +415,6 @@ class MGNTTransformer(MGNTPreTrainedModel):
 
     def _check_inputs(self, input_ids, class_labels, cache, active_positions, width, labels):
         """The shape, dtype and cache checks; the value-range checks too unless traced (they read the data)."""
-        config = self.config
         input_ids = self._check_grid("input_ids", input_ids)
         batch = input_ids.shape[0]
         if not isinstance(class_labels, torch.Tensor) or class_labels.dtype != torch.long or class_labels.dim() != 1 \

@@ -17,14 +17,13 @@ one curve per family, the front marked. See docs/design.md, "Evaluation".
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from ..scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, resolve_width_schedule
+from ..scheduling_mgnt import resolve_width_schedule
 from ..utils.checks import check_positive_int
 from .image import evaluate_pipeline
-from .rows import BASELINE_ROW, QualityRow
+from .rows import BASELINE_ROW, QualityRow, write_result_files
 
 MASKGIT_STEPS = (2, 3, 4, 6, 8, 12)
 SINGLE_WIDTH_STEPS = (4, 8, 12)
@@ -248,12 +247,6 @@ def plot_frontier(results: dict, path: str | os.PathLike) -> None:
 
 def write_frontier(results: dict, output_dir: str | os.PathLike, plot: bool = True) -> dict[str, Path]:
     """Write `frontier.md`, `frontier.json` and (with `plot`) `frontier.png` to `output_dir`."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": output_dir / FRONTIER_MARKDOWN, "json": output_dir / FRONTIER_JSON}
-    paths["markdown"].write_text(format_frontier_table(results))
-    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
-    if plot:
-        paths["plot"] = output_dir / FRONTIER_PLOT
-        plot_frontier(results, paths["plot"])
-    return paths
+    return write_result_files(results, output_dir, {"markdown": FRONTIER_MARKDOWN, "json": FRONTIER_JSON,
+                                                    "plot": FRONTIER_PLOT if plot else None},
+                              format_frontier_table, plot_frontier)

@@ -23,7 +23,6 @@ clock. Rows are names or [`QualityRow`]s (`mgnt_hf.evaluation.rows`).
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ from .rows import (
     row_summary,
     seeded_generators,
     timed_call,
+    write_result_files,
 )
 
 RESULTS_MARKDOWN = "results.md"
@@ -439,12 +439,6 @@ def write_results(results: dict, output_dir: str | os.PathLike, plot: bool = Tru
 
     Returns the paths written, by kind (`markdown`, `json`, `plot`).
     """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": output_dir / RESULTS_MARKDOWN, "json": output_dir / RESULTS_JSON}
-    paths["markdown"].write_text(format_results_table(results))
-    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
-    if plot:
-        paths["plot"] = output_dir / RESULTS_PLOT
-        plot_quality_vs_gflops(results, paths["plot"])
-    return paths
+    return write_result_files(results, output_dir, {"markdown": RESULTS_MARKDOWN, "json": RESULTS_JSON,
+                                                    "plot": RESULTS_PLOT if plot else None},
+                              format_results_table, plot_quality_vs_gflops)

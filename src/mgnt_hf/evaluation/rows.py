@@ -25,11 +25,13 @@ their schedule, not their noise) and time pipeline calls with [`timed_call`] (CU
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -330,3 +332,17 @@ def format_machine(results: dict) -> str:
     return (f"Device {machine['device']}{' (' + machine['device_name'] + ')' if 'device_name' in machine else ''}, "
             f"torch {machine['torch']} with {machine['torch_num_threads']} threads, mgnt_hf {machine['mgnt_hf']}, "
             f"{results['timestamp']}")
+
+
+def write_result_files(results: dict, output_dir, file_names: dict, format_markdown, plot) -> dict:
+    """Write `results` to `output_dir` as markdown (`format_markdown(results)`), JSON and, when `file_names["plot"]`
+    is not None, a plot (`plot(results, path)`); return the paths written by kind."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": output_dir / file_names["markdown"], "json": output_dir / file_names["json"]}
+    paths["markdown"].write_text(format_markdown(results))
+    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
+    if file_names.get("plot") is not None:
+        paths["plot"] = output_dir / file_names["plot"]
+        plot(results, paths["plot"])
+    return paths
