@@ -58,6 +58,18 @@ def test_every_width_gets_a_loss_and_the_total_is_their_sum_without_distillation
     torch.testing.assert_close(output.loss.detach(), sum(output.width_losses.values()))
 
 
+def test_width_loss_weights_scale_each_widths_term_and_leave_reported_losses_unweighted():
+    ids = torch.randint(0, 16, (6, 16), generator=torch.Generator().manual_seed(1))
+    labels = torch.randint(0, 3, (6,), generator=torch.Generator().manual_seed(2))
+    plain = tiny_objective(distillation_weight=0.5)(ids, labels, generator=torch.Generator().manual_seed(3))
+    weights = {8: 3.0, 16: 0.5, 32: 2.0}
+    weighted = tiny_objective(distillation_weight=0.5, width_loss_weights=[3.0, 0.5, 2.0])(
+        ids, labels, generator=torch.Generator().manual_seed(3))
+    assert weighted.width_losses == plain.width_losses
+    per_width = {w: plain.width_losses[w] + 0.5 * plain.distillation_losses.get(w, 0.0) for w in weights}
+    torch.testing.assert_close(weighted.loss.detach(), sum(weights[w] * per_width[w] for w in weights))
+
+
 def test_smaller_widths_distil_from_the_full_width():
     objective = tiny_objective(distillation_weight=0.5, distillation_temperature=2.0)
     output = objective(torch.randint(0, 16, (6, 16)), torch.randint(0, 3, (6,)))
@@ -109,6 +121,9 @@ def test_the_loss_of_every_width_falls_on_a_fixed_set():
     (dict(mask_schedule="square"), "mask_schedule"),
     (dict(distillation_weight=-1.0), "distillation_weight"),
     (dict(distillation_temperature=0.0), "distillation_temperature"),
+    (dict(width_loss_weights=[1.0, 1.0]), "one weight per nested width"),
+    (dict(width_loss_weights=[1.0, 0.0, 1.0]), r"width_loss_weights\[1\]"),
+    (dict(width_loss_weights="1 1 1"), "width_loss_weights"),
 ])
 def test_bad_objective_settings_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):

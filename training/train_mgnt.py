@@ -101,6 +101,8 @@ def parse_args(argv=None):
     objective.add_argument("--distill_from", default="full", choices=DISTILL_FROM)
     objective.add_argument("--widths_per_step", default="all", choices=WIDTHS_PER_STEP)
     objective.add_argument("--label_smoothing", type=float, default=0.1)
+    objective.add_argument("--width_loss_weights", type=float, nargs="+", default=None,
+                           help="one loss weight per nested width, smallest first (default: 1 each)")
     objective.add_argument("--context_frames", type=int, default=0,
                            help="video: frame prediction training, the first K frames' tokens are given (never "
                                 "masked); K a multiple of the tokenizer's temporal_downsample_factor, < num_frames")
@@ -424,7 +426,8 @@ def main(argv=None):
     objective = MGNTNestedTrainingObjective(
         transformer, mask_schedule=args.mask_schedule, distillation_weight=args.distillation_weight,
         distillation_temperature=args.distillation_temperature, distill_from=args.distill_from,
-        widths_per_step=args.widths_per_step, label_smoothing=args.label_smoothing)
+        widths_per_step=args.widths_per_step, label_smoothing=args.label_smoothing,
+        width_loss_weights=args.width_loss_weights)
 
     ema = None
     if args.use_ema:

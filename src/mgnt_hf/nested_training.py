@@ -94,11 +94,14 @@ class MGNTNestedTrainingObjective(nn.Module):
             smaller width drawn uniformly each step; with `distill_from="next"` the teacher is the
             next larger width, run without gradient when it was not drawn).
         label_smoothing: of the ground-truth cross-entropy.
+        width_loss_weights: one weight per nested width (smallest first) multiplying that width's loss
+            (cross-entropy plus distillation) in the sum; default 1 for every width. Reported `width_losses`
+            stay unweighted, so runs with different weights compare on the same scale.
     """
 
     def __init__(self, transformer: MGNTTransformer, mask_schedule: str = "cosine", distillation_weight: float = 1.0,
                  distillation_temperature: float = 1.0, distill_from: str = "full", widths_per_step: str = "all",
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, width_loss_weights: list[float] | tuple[float, ...] | None = None):
         super().__init__()
         check_mask_schedule(mask_schedule)
         check_choice("distill_from", distill_from, DISTILL_FROM)
@@ -108,6 +111,15 @@ class MGNTNestedTrainingObjective(nn.Module):
         # [0, 1): a smoothing of 1 makes every target uniform, leaving nothing to learn.
         if check_finite_number("label_smoothing", label_smoothing, minimum=0) >= 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        widths = list(transformer.config.nested_widths)
+        if width_loss_weights is None:
+            width_loss_weights = [1.0] * len(widths)
+        elif isinstance(width_loss_weights, (str, bytes)) or len(width_loss_weights) != len(widths):
+            raise ValueError(f"width_loss_weights must give one weight per nested width {widths}, "
+                             f"got {width_loss_weights!r}")
+        self.width_loss_weights = {
+            width: check_finite_number(f"width_loss_weights[{i}]", weight, minimum=0, exclusive_minimum=True)
+            for i, (width, weight) in enumerate(zip(widths, width_loss_weights))}
         self.transformer = transformer
         self.mask_schedule = mask_schedule
         self.distillation_weight = distillation_weight
@@ -172,7 +184,7 @@ class MGNTNestedTrainingObjective(nn.Module):
                 loss = loss + self.distillation_weight * kl
                 distillation_losses[width] = kl.detach()
             if width not in no_grad_widths:
-                total = total + loss
+                total = total + self.width_loss_weights[width] * loss
                 width_losses[width] = cross_entropy.detach()
             if width == full_width:
                 masked_accuracy = (logits.argmax(-1) == targets).float().mean().detach()
