@@ -309,3 +309,19 @@ def test_decode_image_accepts_paths_bytes_and_pil(tmp_path):
     assert from_path.size == from_bytes.size == (3, 2)
     with pytest.raises(BadImageError, match="row 7"):
         decode_image({"bytes": b"xx", "path": None}, row=7)
+
+
+def test_tokenizer_fingerprint_is_the_same_for_the_same_tokenizer_in_another_folder(tmp_path):
+    # The token cache is keyed by this fingerprint: loading the tokenizer through another path (a relative
+    # path, a copy of the repository) must reuse the tokens, while other weights must not.
+    from conftest import make_tiny_vqvae
+
+    from mgnt_hf import MGNTVQModel
+    from mgnt_hf.tokenized_dataset import tokenizer_fingerprint
+
+    make_tiny_vqvae().save_pretrained(tmp_path / "a")
+    make_tiny_vqvae().save_pretrained(tmp_path / "copy" / "b")
+    first, second = (MGNTVQModel.from_pretrained(tmp_path / name) for name in ("a", "copy/b"))
+    assert first.config._name_or_path != second.config._name_or_path
+    assert tokenizer_fingerprint(first) == tokenizer_fingerprint(second)
+    assert tokenizer_fingerprint(make_tiny_vqvae(seed=1)) != tokenizer_fingerprint(first)

@@ -34,8 +34,12 @@ FLIPPED_COLUMN = "flipped"
 
 
 def tokenizer_fingerprint(vqvae: MGNTVQModel) -> str:
-    """SHA-256 of the tokenizer's config and weights (hex, 16 chars)."""
-    digest = hashlib.sha256(vqvae.config.to_json_string(use_diff=False).encode())
+    """SHA-256 of the tokenizer's config and weights (hex, 16 chars).
+
+    The config's `_name_or_path` (where it was loaded from) is left out: the same tokenizer read from another
+    folder makes the same tokens."""
+    config = {k: v for k, v in vqvae.config.to_dict().items() if k != "_name_or_path"}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(vqvae.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
