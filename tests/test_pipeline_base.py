@@ -8,20 +8,24 @@ import json
 import pytest
 
 import mgnt_hf
-from mgnt_hf import MGNTPipeline, MGNTScheduler, MGNTTransformer, MGNTVideoPipeline, MGNTVQModel, shipped
+from mgnt_hf import (MGNTInpaintPipeline, MGNTPipeline, MGNTScheduler, MGNTTransformer, MGNTVideoPipeline,
+                     MGNTVQModel, shipped)
 from mgnt_hf.hub_utils import MGNTHubMixin
 from mgnt_hf.pipeline_mgnt_base import MGNTBasePipeline
 from mgnt_hf.resources import DEFAULT_PIPELINE, DEFAULT_VIDEO_PIPELINE, IMAGE_CARD_TEMPLATE, VIDEO_CARD_TEMPLATE
 
 
-def test_the_image_and_video_pipelines_are_siblings_on_the_base():
-    assert issubclass(MGNTPipeline, MGNTBasePipeline) and issubclass(MGNTVideoPipeline, MGNTBasePipeline)
-    assert not issubclass(MGNTVideoPipeline, MGNTPipeline)
-    assert not issubclass(MGNTPipeline, MGNTVideoPipeline)
+PIPELINES = (MGNTPipeline, MGNTVideoPipeline, MGNTInpaintPipeline)
 
 
-def test_both_pipelines_load_and_publish_through_the_hub_mixin():
-    for pipeline_class in (MGNTPipeline, MGNTVideoPipeline):
+def test_the_image_video_and_inpainting_pipelines_are_siblings_on_the_base():
+    for pipeline_class in PIPELINES:
+        assert issubclass(pipeline_class, MGNTBasePipeline)
+        assert not any(issubclass(pipeline_class, other) for other in PIPELINES if other is not pipeline_class)
+
+
+def test_every_pipeline_loads_and_publishes_through_the_hub_mixin():
+    for pipeline_class in PIPELINES:
         assert issubclass(pipeline_class, MGNTHubMixin)
         for name in ("from_pretrained", "download", "create_model_card", "push_to_hub"):
             assert getattr(pipeline_class, name).__qualname__ == f"MGNTHubMixin.{name}"
@@ -30,6 +34,7 @@ def test_both_pipelines_load_and_publish_through_the_hub_mixin():
 def test_each_pipeline_names_a_shipped_card_template():
     assert MGNTPipeline.model_card_template == IMAGE_CARD_TEMPLATE
     assert MGNTVideoPipeline.model_card_template == VIDEO_CARD_TEMPLATE
+    assert MGNTInpaintPipeline.model_card_template == IMAGE_CARD_TEMPLATE  # the same model as MGNTPipeline
     for template in (IMAGE_CARD_TEMPLATE, VIDEO_CARD_TEMPLATE):
         text = shipped(template).read_text()
         assert text.startswith("---\n{{ card_data }}\n---\n") and "{{ license }}" in text
@@ -38,6 +43,7 @@ def test_each_pipeline_names_a_shipped_card_template():
 @pytest.mark.parametrize("module, name, expected", [
     ("mgnt_hf.pipeline_mgnt", "MGNTPipeline", MGNTPipeline),
     ("mgnt_hf.pipeline_mgnt_video", "MGNTVideoPipeline", MGNTVideoPipeline),
+    ("mgnt_hf.pipeline_mgnt_inpaint", "MGNTInpaintPipeline", MGNTInpaintPipeline),
     ("mgnt_hf.modeling_mgnt", "MGNTTransformer", MGNTTransformer),
     ("mgnt_hf.modeling_vq", "MGNTVQModel", MGNTVQModel),
     ("mgnt_hf.scheduling_mgnt", "MGNTScheduler", MGNTScheduler),

@@ -14,6 +14,7 @@ from .configuration_feature_classifier import MGNTFeatureClassifierConfig
 from .modeling_feature_classifier import MGNTFeatureClassifier
 from .scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, MGNTScheduler, MGNTSchedulerOutput
 from .pipeline_mgnt import MGNTPipeline, MGNTPipelineOutput
+from .pipeline_mgnt_inpaint import MGNTInpaintPipeline, MGNTInpaintPipelineOutput
 from .pipeline_mgnt_video import MGNTVideoPipeline, MGNTVideoPipelineOutput
 from .video_utils import export_to_video
 from .resources import shipped
@@ -43,6 +44,8 @@ __all__ = [
     "WIDTH_SCHEDULE_PRESETS",
     "MGNTPipeline",
     "MGNTPipelineOutput",
+    "MGNTInpaintPipeline",
+    "MGNTInpaintPipelineOutput",
     "MGNTVideoPipeline",
     "MGNTVideoPipelineOutput",
     "export_to_video",

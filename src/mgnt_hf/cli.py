@@ -4,6 +4,8 @@
     mgnt evaluate [PIPELINE] --samples-per-class 100 --output-dir quality
     mgnt evaluate [PIPELINE] --frontier --output-dir frontier
     mgnt search-schedule [PIPELINE] --budgets 4x 2x --write
+    mgnt inpaint [PIPELINE] --image in.png --mask mask.png --labels dress trouser --output out.png
+    mgnt extract [PIPELINE] --width 128 --output pipelines/mgnt-fashion-mnist-128
     mgnt generate-video [PIPELINE] --labels all --output videos.gif
     mgnt generate-video [PIPELINE] --context-video clip.mp4 --context-frames 4 --output predicted.gif
     mgnt evaluate-video --pipeline PIPELINE --dataset data/moving-fashion-mnist --output-dir video-quality
@@ -28,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
 
 from .evaluation import (
     PREDICTION_LABELS,
@@ -48,13 +52,14 @@ from .evaluation import (
 from .evaluation.frontier import evaluate_frontier, format_frontier_table, frontier_rows, write_frontier
 from .evaluation.schedule_search import search_schedules, write_budget_schedules
 from .pipeline_mgnt import MGNTPipeline
+from .pipeline_mgnt_inpaint import MGNTInpaintPipeline
 from .pipeline_mgnt_video import MGNTVideoPipeline
 from .scheduling_mgnt import MGNTScheduler, rescale_width_schedule
 from .resources import DEFAULT_CLASSIFIER, DEFAULT_FRAME_CLASSIFIER, DEFAULT_PIPELINE, DEFAULT_VIDEO_PIPELINE, shipped
 from .utils.checks import check_positive_int
 from .video_io import decode_video
 from .video_utils import write_video
-from .visualization import labelled_grid, tile_videos
+from .visualization import labelled_grid, masked_preview, tile_videos
 
 ROW_NAMES_HELP = ("rows to evaluate (default: maskgit, width-<w> for each smaller nested width, default, "
                   "default+cache, reverse+cache); names: maskgit, default, reverse, width-<w>, a preset name, each "
@@ -471,6 +476,128 @@ def evaluate_video(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# mgnt extract
+# ---------------------------------------------------------------------------------------------
+
+PIPELINE_CLASSES = {cls.__name__: cls for cls in (MGNTPipeline, MGNTInpaintPipeline, MGNTVideoPipeline)}
+
+
+def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pipeline", nargs="?", default=None,
+                        help=f"saved pipeline folder or Hub repo id (default: the shipped {DEFAULT_PIPELINE})")
+    parser.add_argument("--width", type=int, required=True, help="the nested width to extract (one of nested_widths)")
+    parser.add_argument("--output", required=True, help="folder to save the extracted pipeline to")
+    parser.add_argument("--clip", action="store_true",
+                        help="run the width schedule's segments wider than --width at --width (default: refuse them)")
+
+
+def folder_size_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+
+
+def extract(args: argparse.Namespace) -> int:
+    """Load the pipeline (of the class its model_index.json names), extract `--width`, save it, print its size."""
+    source = resolve_pipeline(args.pipeline)
+    class_name = DiffusionPipeline.load_config(source).get("_class_name")
+    if class_name not in PIPELINE_CLASSES:
+        raise ValueError(f"{source} holds a {class_name!r}; mgnt extract takes {sorted(PIPELINE_CLASSES)}")
+    pipe = PIPELINE_CLASSES[class_name].from_pretrained(source)
+    hidden_size = pipe.transformer.config.hidden_size
+    extracted = pipe.extract_submodel(args.width, clip=args.clip)
+    output = Path(args.output)
+    extracted.save_pretrained(output)
+    config = extracted.transformer.config
+    num_parameters = sum(parameter.numel() for parameter in extracted.transformer.parameters())
+    print(f"wrote {output}: {class_name} with a transformer of hidden size {config.hidden_size} (of {hidden_size}), "
+          f"{config.num_attention_heads} heads, MLP {config.intermediate_size}, nested widths "
+          f"{list(config.nested_widths)}, {num_parameters:,} parameters")
+    print(f"width schedule: {extracted.scheduler.config.width_schedule} (fractions of {config.hidden_size})")
+    print(f"size on disk: transformer {folder_size_bytes(output / 'transformer') / 1e6:.2f} MB, "
+          f"pipeline {folder_size_bytes(output) / 1e6:.2f} MB")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# mgnt inpaint
+# ---------------------------------------------------------------------------------------------
+
+
+def add_inpaint_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pipeline", nargs="?", default=None,
+                        help=f"saved pipeline folder or Hub repo id (default: the shipped {DEFAULT_PIPELINE})")
+    parser.add_argument("--image", required=True, help="image to edit (PNG, ...), at the tokenizer's resolution")
+    parser.add_argument("--mask", required=True,
+                        help="mask image of the same size, mode L or 1: white = regenerate, black = keep")
+    parser.add_argument("--labels", nargs="+", required=True,
+                        help="class ids and/or names to regenerate the masked part under, or 'all'")
+    parser.add_argument("--num-images-per-label", type=int, default=1)
+    add_decoding_arguments(parser, "image")
+    parser.add_argument("--output", required=True,
+                        help="PNG to write: the edited image (one result), or a grid with one row per label")
+    parser.add_argument("--comparison", default=None,
+                        help="also write a PNG with one row per label: the image, the image with the regenerated "
+                             "tokens in gray, then the results")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="integer upscaling of each image (default: none for one result, else to 64 px)")
+    add_device_arguments(parser, dtype=True)
+
+
+def read_image(path: str, what: str) -> Image.Image:
+    """The image file at `path`, loaded (`OSError` naming `what` if it cannot be read)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except OSError as error:
+        raise OSError(f"cannot read the {what} {path}: {error}") from error
+
+
+def inpaint(args: argparse.Namespace) -> int:
+    check_positive_int("--num-images-per-label", args.num_images_per_label)
+    pipe, device = load_for_generation(MGNTInpaintPipeline, args, DEFAULT_PIPELINE)
+    config = pipe.transformer.config
+    image, mask = read_image(args.image, "--image"), read_image(args.mask, "--mask")
+    label_ids = pipe.get_label_ids(parse_labels(args.labels, config.num_classes))
+    num_images = len(label_ids) * args.num_images_per_label
+    generators = seeded_generators(device, args.seed, num_images)
+
+    start = time.perf_counter()
+    output = pipe(label_ids, image, mask, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                  generator=generators, use_cache=False if args.no_cache else None,
+                  width_schedule=parse_width_schedule(args.width_schedule),
+                  num_images_per_prompt=args.num_images_per_label, output_type="pil")
+    synchronize(device)
+    seconds = time.perf_counter() - start
+
+    id2label = config.id2label if len(config.id2label or {}) == config.num_classes else {}
+    row_names = [f"{i}: {id2label[i]}" if i in id2label else str(i) for i in label_ids]
+    height = output.images[0].height
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    if num_images == 1:
+        scale = args.scale or 1
+        output.images[0].resize((output.images[0].width * scale, height * scale), Image.NEAREST).save(args.output)
+    else:
+        grid = labelled_grid(output.images, row_names, args.num_images_per_label, args.scale or max(1, 64 // height))
+        grid.save(args.output)
+    print(f"wrote {args.output}: {len(label_ids)} labels x {args.num_images_per_label} images")
+    if args.comparison is not None:
+        per_label = args.num_images_per_label
+        preview = masked_preview(image, output.token_mask[0].cpu().numpy())
+        images = [item for row in range(len(label_ids))
+                  for item in (image, preview, *output.images[row * per_label:(row + 1) * per_label])]
+        comparison = labelled_grid(images, row_names, 2 + per_label, args.scale or max(1, 64 // height))
+        Path(args.comparison).parent.mkdir(parents=True, exist_ok=True)
+        comparison.save(args.comparison)
+        print(f"wrote {args.comparison}: per label the image, the regenerated tokens (gray) and the results")
+    num_regenerated = int(output.token_mask[0].sum())
+    print(f"tokens regenerated: {num_regenerated} of {config.num_grid_tokens}")
+    print(f"widths per step: {output.widths}")
+    print(f"GFLOPs/image (transformer, both guidance branches): {output.gflops_per_image:.4f}")
+    print(f"seconds/image ({device}, {args.dtype}, incl. tokenizer): {seconds / num_images:.4f}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # The commands
 # ---------------------------------------------------------------------------------------------
 
@@ -490,6 +617,18 @@ COMMANDS = {
         "generate a labelled grid of images",
         "Generate images with an MGNTPipeline and write a grid PNG (one row per label).",
         add_generate_arguments, generate),
+    "inpaint": Command(
+        "regenerate the masked part of an image under class labels (inpainting, outpainting, class swap)",
+        "Encode --image with the tokenizer, mask every token whose footprint touches a white pixel of --mask, and "
+        "decode those tokens again under each label with the pipeline's width schedule and KV cache; the other "
+        "tokens are kept exactly. Writes the result (or a grid, one row per label) and optionally a comparison.",
+        add_inpaint_arguments, inpaint),
+    "extract": Command(
+        "save one nested width of a pipeline as a standalone, smaller pipeline",
+        "Extract the nested sub-model of --width as a transformer of that hidden size (copies of the leading "
+        "slices of every weight; its outputs equal the full model's at that width), with the same tokenizer and "
+        "the width schedule re-expressed in the new hidden size, and save the pipeline to --output.",
+        add_extract_arguments, extract),
     "evaluate": Command(
         "sample quality (classifier FID, class accuracy) against GFLOPs per width schedule",
         "Sample the pipeline under several width schedules with the same seeds and report, per row, classifier FID "

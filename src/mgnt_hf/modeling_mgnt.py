@@ -371,6 +371,45 @@ class MGNTTransformer(MGNTPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module):
         self.embeddings.token_embeddings = value
 
+    def extract_submodel(self, width: int) -> MGNTTransformer:
+        """The nested sub-model of width `width` as a standalone `MGNTTransformer` of hidden size `width`.
+
+        Its config is this one with `hidden_size=width`, `heads_at(width)` heads, `intermediate_size_at(width)`
+        MLP units and the nested widths up to `width`; every tensor is a copy of the leading block of this model's
+        tensor of the same name (the nesting rule, DESIGN §1: embedding and output-head columns `[:width]`,
+        LayerNorms `[:width]`, q/k/v/o `[:width, :width]`, MLP `[:r*width, :width]` and `[:width, :r*width]`), so
+        its `forward(width=w)` equals this model's `forward(width=w)` for every `w <= width` (fp32 rounding: the
+        copies are contiguous where the slices were strided), with or without the cache. Same dtype, device,
+        attention implementation and train/eval mode; the copies share no storage with this model, so it saves,
+        loads and pushes like any `MGNTTransformer`.
+
+        Args:
+            width: one of `config.nested_widths` (`ValueError` otherwise); the largest gives a copy of the model.
+        """
+        config = self.config
+        if width is None:  # forward's "full model" default would make a copy nobody asked for
+            raise ValueError(f"width None is not one of nested_widths {list(config.nested_widths)}")
+        width = config.check_width(width)
+        sub_config = MGNTConfig.from_dict({
+            **config.to_dict(),
+            "hidden_size": width,
+            "num_attention_heads": config.heads_at(width),
+            "intermediate_size": config.intermediate_size_at(width),
+            "nested_widths": [nested for nested in config.nested_widths if nested <= width],
+        })
+        sub_config._attn_implementation = config._attn_implementation
+        # Built on the meta device: its random initialisation would be overwritten by the copies anyway.
+        with torch.device("meta"):
+            submodel = MGNTTransformer(sub_config)
+        parent_state = self.state_dict()
+        sliced_state = {}
+        for name, meta_tensor in submodel.state_dict().items():
+            parent_tensor = parent_state[name]
+            leading_block = tuple(slice(0, size) for size in meta_tensor.shape)
+            sliced_state[name] = parent_tensor[leading_block].clone(memory_format=torch.contiguous_format)
+        submodel.load_state_dict(sliced_state, assign=True)
+        return submodel.train(self.training)
+
     def new_cache(self, batch_size: int, dtype: torch.dtype | None = None) -> MGNTKVCache:
         """An empty KV cache for `batch_size` sequences on this model's device (and dtype by default)."""
         return MGNTKVCache(self.config, batch_size, dtype=dtype or self.dtype, device=self.device)

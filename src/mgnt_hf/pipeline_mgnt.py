@@ -40,6 +40,18 @@ class MGNTPipelineOutput(BaseOutput):
     full_passes: list[bool]
 
 
+def images_from_token_grids(pipeline: MGNTBasePipeline, token_grids: torch.LongTensor, output_type: str):
+    """Token grids `[B, h, w]` -> the image pipelines' outputs: the grids themselves for `"latent"`, else the
+    tokenizer's decode as `"pt"` (`[B, C, H, W]` in [0, 1]), `"np"` (`[B, H, W, C]`) or `"pil"` (a list)."""
+    if output_type == "latent":
+        return token_grids
+    images = pipeline.decode_pixels(token_grids)  # [B, C, H, W] in [0, 1]
+    if output_type == "pt":
+        return images
+    images = images.cpu().permute(0, 2, 3, 1).numpy()
+    return pipeline.numpy_to_pil(images) if output_type == "pil" else images
+
+
 class MGNTPipeline(MGNTBasePipeline):
     r"""
     Class-conditional image generation with MaGNeTS: MaskGIT parallel decoding whose steps run nested
@@ -171,16 +183,7 @@ class MGNTPipeline(MGNTBasePipeline):
             labels, tokens, step_widths, generator, use_cache, cache_refresh_interval, callback_on_step_end,
             callback_on_step_end_tensor_inputs)
 
-        token_grids = tokens.view(batch_size, *config.token_grid)
-        if output_type == "latent":
-            images = token_grids
-        else:
-            images = self.decode_pixels(token_grids)  # [B, C, H, W] in [0, 1]
-            if output_type != "pt":
-                images = images.cpu().permute(0, 2, 3, 1).numpy()
-                if output_type == "pil":
-                    images = self.numpy_to_pil(images)
-
+        images = images_from_token_grids(self, tokens.view(batch_size, *config.token_grid), output_type)
         self.maybe_free_model_hooks()
         gflops_per_image = total_flops / 1e9 / batch_size
         if not return_dict:

@@ -117,6 +117,27 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
                 f"{tuple(transformer_config.token_grid)}; they must be equal"
             )
 
+    def extract_submodel(self, width: int, clip: bool = False):
+        """A pipeline of this class around the nested sub-model of width `width` as a standalone transformer.
+
+        The transformer is `transformer.extract_submodel(width)` (hidden size `width`, copies of the leading
+        slices); the tokenizer is the same object as this pipeline's; the scheduler has the same settings with its
+        width schedule re-expressed in the new hidden size (`MGNTScheduler.for_submodel`), so every step runs the
+        width it ran before. A segment wider than `width` raises `ValueError` unless `clip=True`, which runs those
+        steps at `width` instead (a cheaper decode than the original). Save it with `save_pretrained` or
+        `push_to_hub` like any pipeline.
+        """
+        config = self.transformer.config
+        width = config.check_width(width)
+        if not isinstance(clip, bool):
+            raise ValueError(f"clip must be True or False, got {clip!r}")
+        transformer = self.transformer.extract_submodel(width)
+        scheduler = self.scheduler.for_submodel(config.hidden_size, width, clip=clip)
+        scheduler.step_widths(width, transformer.config.nested_widths)  # the converted schedule runs on it
+        pipeline = type(self)(transformer=transformer, vqvae=self.vqvae, scheduler=scheduler)
+        pipeline.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+        return pipeline
+
     @property
     def labels(self) -> dict[str, int]:
         """Accepted label names (lower case) -> class id, from `transformer.config.id2label`. A name with

@@ -115,6 +115,38 @@ def rescale_width_schedule(width_schedule: list[list], num_steps: int) -> list[l
     return [[fraction, count] for (fraction, _), count in zip(width_schedule, counts) if count > 0]
 
 
+def width_schedule_for_submodel(width_schedule: str | list, hidden_size: int, submodel_width: int,
+                                clip: bool = False) -> list[list]:
+    """Re-express width schedule segments given as fractions of `hidden_size` as fractions of `submodel_width`,
+    the hidden size of a sub-model extracted from the model (`MGNTTransformer.extract_submodel`).
+
+    Each step runs the same width in channels as before: fraction `f` becomes `f * hidden_size / submodel_width`.
+    A segment wider than `submodel_width` raises `ValueError`, unless `clip` is True: then its steps run at
+    `submodel_width` (fraction 1), a different decode than the original. Neighbouring segments that end up at the
+    same fraction are merged (the widths of every step, at any step count, are unchanged by that).
+    """
+    segments = resolve_width_schedule(width_schedule)
+    converted: list[list] = []
+    for fraction, num_steps in segments:
+        channels = fraction * hidden_size
+        if abs(channels - round(channels)) <= _WIDTH_TOLERANCE:
+            channels = round(channels)
+        if channels > submodel_width:
+            if not clip:
+                raise ValueError(
+                    f"width_schedule segment [{fraction}, {num_steps}] runs width {channels:g} of hidden_size "
+                    f"{hidden_size}, wider than the extracted width {submodel_width}; allowed: segments of fraction "
+                    f"<= {submodel_width / hidden_size:g}, or clip=True to run those steps at width {submodel_width}"
+                )
+            channels = submodel_width
+        submodel_fraction = channels / submodel_width
+        if converted and converted[-1][0] == submodel_fraction:
+            converted[-1][1] += num_steps
+        else:
+            converted.append([submodel_fraction, num_steps])
+    return converted
+
+
 def check_cache_refresh_interval(value) -> int | None:
     """None (rebuild the cache only when the width changes) or a positive number of steps."""
     return check_positive_int("cache_refresh_interval", value, allow_none=True)
@@ -273,6 +305,28 @@ class MGNTScheduler(SchedulerMixin, ConfigMixin):
     @staticmethod
     def check_guidance_schedule(name: str) -> str:
         return check_choice("guidance_schedule", name, GUIDANCE_SCHEDULES)
+
+    def for_submodel(self, hidden_size: int, submodel_width: int, clip: bool = False) -> MGNTScheduler:
+        """This scheduler for a sub-model of width `submodel_width` extracted from a transformer of `hidden_size`
+        (`MGNTTransformer.extract_submodel`): the same settings, with the width schedule re-expressed in the
+        sub-model's hidden size (see `width_schedule_for_submodel`: a wider segment raises `ValueError` unless
+        `clip`). Of `budget_schedules`, the entries whose schedules fit in `submodel_width` are kept, re-expressed
+        (the same decodes, so their measurements still hold); the others are dropped, clipped or not (a clipped
+        decode was not measured); None when none fits.
+        """
+        width_schedule = width_schedule_for_submodel(self.config.width_schedule, hidden_size, submodel_width, clip)
+        budget_schedules = None
+        if self.config.budget_schedules:
+            fitting = []
+            for entry in self.config.budget_schedules:
+                try:
+                    entry_schedule = width_schedule_for_submodel(entry["width_schedule"], hidden_size, submodel_width)
+                except ValueError:
+                    continue
+                fitting.append({**entry, "width_schedule": entry_schedule})
+            budget_schedules = fitting or None
+        return MGNTScheduler.from_config(self.config, width_schedule=width_schedule,
+                                         budget_schedules=budget_schedules)
 
     def set_timesteps(self, num_inference_steps: int | None = None, width_schedule: list | str | None = None,
                       device: str | torch.device | None = None):

@@ -81,3 +81,14 @@ def write_sample_strip(videos: list[torch.Tensor], row_names: list[str], path: s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     labelled_grid(images, row_names, num_frames, _default_scale(images[0])).save(path)
+
+
+def masked_preview(image: Image.Image, token_mask, fill: int = 128) -> Image.Image:
+    """`image` with the footprint of every regenerated token (`token_mask` `[h, w]`, True = regenerated) filled
+    mid-gray: what an inpainting keeps and what it decodes again (a white mask would vanish on a white page)."""
+    token_mask = np.asarray(token_mask, dtype=bool)
+    factor = image.height // token_mask.shape[0]
+    pixel_mask = token_mask.repeat(factor, axis=0).repeat(factor, axis=1)  # [H, W]
+    pixels = np.array(image.convert("RGB"))
+    pixels[pixel_mask] = fill
+    return Image.fromarray(pixels)
