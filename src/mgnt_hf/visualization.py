@@ -4,8 +4,9 @@
     frames = tile_videos(videos_uint8, columns=4)        # [B, T, H, W, C] -> [T, H', W', C], one video
     write_sample_grid(pixels, num_classes=10, images_per_class=8, id2label=id2label, path="samples/default.png")
     write_sample_strip([video_a, video_b], ["real 0", "predicted 0"], "samples/default-prediction.png")
+    preview = masked_preview(pil_image, token_mask)      # the regenerated tokens of an inpainting in gray
 
-Used by the `mgnt` command line (`generate`, `generate-video`) and the evaluations (`mgnt_hf.evaluation`).
+Used by the `mgnt` command line (`generate`, `generate-video`, `inpaint`) and the evaluations (`mgnt_hf.evaluation`).
 """
 
 from __future__ import annotations
