@@ -207,10 +207,10 @@ class MGNTInpaintPipeline(MGNTBasePipeline):
                 callback_on_step_end, callback_on_step_end_tensor_inputs, cache_refresh_interval: as in
                 [`MGNTPipeline`] (`output_type="latent"` gives the token grids, the kept tokens unchanged).
 
-        The kept tokens are `vqvae.encode(image)` exactly and are never masked, so the output image shows the
-        tokenizer's reconstruction there (not the input pixels). With the KV cache they are never run by a cached
-        step: they run only in the full passes that build the cache (the first step, each width change, the refresh
-        interval). An all-black mask leaves nothing to regenerate: the output is the reconstruction
+        The kept tokens are `vqvae.encode(image)` exactly and are never masked (unless a step callback returns
+        `latents` that change them), so the output image shows the tokenizer's reconstruction there (not the input
+        pixels). With the KV cache they are never run by a cached step: they run only in the full passes that
+        build the cache (the first step, each width change, the refresh interval). An all-black mask leaves nothing to regenerate: the output is the reconstruction
         `vqvae.decode(vqvae.encode(image))`, no transformer forward runs and `gflops_per_image` is 0. Images whose
         masks cover different numbers of tokens have active sets of different sizes, so every step of such a batch
         is a full pass (as in [`MGNTPipeline`] with such `latents`).
