@@ -91,8 +91,8 @@ def measure_width(pipe, width: int, args) -> dict:
 
 
 def format_table(rows: list[dict], hidden_size: int, steps: int) -> str:
-    lines = [f"| width | parameters | transformer MB | pipeline MB | GFLOPs/image | images/s extracted (best / median) "
-             f"| images/s parent at that width (best / median) | identical tokens |",
+    lines = ["| width | parameters | transformer MB | pipeline MB | GFLOPs/image | images/s extracted (best / median) "
+             "| images/s parent at that width (best / median) | identical tokens |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(
