@@ -302,21 +302,36 @@ def test_trainer_trains_the_model_on_its_loss(tmp_path):
 # ---------------------------------------------------------------- 4. num_labels == num_classes
 
 
-def test_num_labels_is_num_classes_and_a_different_one_is_refused(tmp_path):
+def test_num_labels_is_num_classes_a_conflicting_one_is_refused_and_assigning_it_resizes(tmp_path):
     config = MGNTConfig(**TINY)
     assert config.num_labels == 3 and config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
     assert MGNTConfig(**TINY, num_labels=3).num_labels == 3
     with pytest.raises(ValueError, match=r"num_labels \(5\) must equal num_classes \(3\)"):
         MGNTConfig(**TINY, num_labels=5)
-    with pytest.raises(ValueError, match=r"num_labels \(2\) must equal num_classes \(3\)"):
-        config.num_labels = 2
-    assert config.num_labels == 3 and len(config.id2label) == 3
-    config.save_pretrained(tmp_path)
-    assert MGNTConfig.from_pretrained(tmp_path).num_labels == 3
-    with pytest.raises(ValueError, match="must equal num_classes"):
-        MGNTConfig.from_pretrained(tmp_path, num_labels=4)
     named = MGNTConfig(**TINY, id2label={0: "a", 1: "b", 2: "c"})
     assert named.num_labels == 3 and named.id2label[2] == "c"
+    named.save_pretrained(tmp_path)
+    assert MGNTConfig.from_pretrained(tmp_path).id2label == {0: "a", 1: "b", 2: "c"}
+
+    # transformers' idiom for a new label set keeps the two names of the count together.
+    config.num_labels = 2
+    assert (config.num_classes, config.num_labels, config.null_class_id) == (2, 2, 2)
+    assert config.id2label == {0: "LABEL_0", 1: "LABEL_1"}
+    resized = MGNTConfig.from_pretrained(tmp_path, num_labels=4)
+    assert resized.num_classes == 4 and len(resized.id2label) == 4
+    for bad in (0, -1, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="num_labels must be a positive integer"):
+            MGNTConfig(**TINY).num_labels = bad
+
+
+def test_a_model_with_another_class_count_loads_with_ignore_mismatched_sizes(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    with pytest.raises((ValueError, RuntimeError)):
+        MGNTTransformer.from_pretrained(tmp_path, num_labels=5)
+    resized = MGNTTransformer.from_pretrained(tmp_path, num_labels=5, ignore_mismatched_sizes=True)
+    assert resized.config.num_classes == 5 and resized.embeddings.class_embeddings.weight.shape[0] == 6
+    torch.testing.assert_close(resized.embeddings.token_embeddings.weight, model.embeddings.token_embeddings.weight)
 
 
 # ---------------------------------------------------------------- 5. torch.export and torch.compile

@@ -48,7 +48,10 @@ class MGNTConfig(PretrainedConfig):
             Standard deviation of the normal initialisation of weights and embeddings.
         id2label (`dict[int, str]`, *optional*):
             Class names, used by the pipeline to accept labels by name (`LABEL_<i>` when not given).
-            transformers' `num_labels` is always `num_classes`; a different one is refused (`ValueError`).
+            transformers' `num_labels` is always `num_classes`: a constructor given both with different values
+            raises `ValueError`; assigning `config.num_labels = n` (or `from_pretrained(..., num_labels=n)`) sets
+            `num_classes = n` too, with placeholder names when the count changes (the class table then has another
+            size: load the weights with `ignore_mismatched_sizes=True` to fine-tune on new classes).
 
     Example:
 
@@ -96,14 +99,29 @@ class MGNTConfig(PretrainedConfig):
                 "class labels; set num_classes (and id2label) instead"
             )
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        # `from_pretrained(..., num_labels=n)` is transformers' way of asking for another label set: it overrides
+        # the stored class count (and the stored names when their number no longer fits) instead of conflicting.
+        num_labels = kwargs.get("num_labels")
+        if num_labels is not None and "num_classes" not in kwargs and num_labels != config_dict.get("num_classes"):
+            kwargs = {key: value for key, value in kwargs.items() if key != "num_labels"}
+            config_dict = {key: value for key, value in config_dict.items() if key not in ("id2label", "label2id")}
+            config_dict["num_classes"] = num_labels
+        return super().from_dict(config_dict, **kwargs)
+
     @property
     def num_labels(self) -> int | None:
-        """The number of class labels, `num_classes` (transformers' name for it); setting another value raises."""
+        """The number of class labels, `num_classes` (transformers' name for it); setting it sets `num_classes`."""
         return PretrainedConfig.num_labels.fget(self)
 
     @num_labels.setter
     def num_labels(self, num_labels: int) -> None:
-        self._check_num_labels(num_labels)
+        # transformers' idiom for a new label set (`config.num_labels = n`, `from_pretrained(..., num_labels=n)`)
+        # resizes the class table: keep the two names of the one count together.
+        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+            raise ValueError(f"MGNTConfig.num_labels must be a positive integer, got {num_labels!r}")
+        self.num_classes = num_labels
         PretrainedConfig.num_labels.fset(self, num_labels)
 
     def _validate_mgnt_fields(self):
