@@ -324,6 +324,14 @@ def test_num_labels_is_num_classes_a_conflicting_one_is_refused_and_assigning_it
             MGNTConfig(**TINY).num_labels = bad
 
 
+def test_the_class_count_defaults_to_the_number_of_names_given():
+    fields = {key: value for key, value in TINY.items() if key != "num_classes"}
+    assert MGNTConfig(**fields, id2label={0: "cat", 1: "dog"}).num_classes == 2
+    assert MGNTConfig(**fields).num_classes == 1000
+    with pytest.raises(ValueError, match="id2label has 2 entries but num_classes is 3"):
+        MGNTConfig(**fields, num_classes=3, id2label={0: "cat", 1: "dog"})
+
+
 def test_a_model_with_another_class_count_loads_with_ignore_mismatched_sizes(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path)

@@ -21,9 +21,10 @@ class MGNTConfig(PretrainedConfig):
         codebook_size (`int`, defaults to 1024):
             Number of codes of the VQ tokenizer. Token ids are in `[0, codebook_size)`; the id
             `codebook_size` is the mask token.
-        num_classes (`int`, defaults to 1000):
+        num_classes (`int`, *optional*):
             Number of class labels. The class table has `num_classes + 1` rows; the last row is the
-            null class used for classifier-free guidance.
+            null class used for classifier-free guidance. Default: the number of `id2label` names when they are
+            given, else 1000.
         token_grid (`tuple[int, ...]`, defaults to `(16, 16)`):
             Shape of the token grid: `(h, w)` for images, `(t, h, w)` for video.
         hidden_size (`int`, defaults to 768):
@@ -66,7 +67,7 @@ class MGNTConfig(PretrainedConfig):
     model_type = "mgnt"
 
     codebook_size: int = 1024
-    num_classes: int = 1000
+    num_classes: int | None = None
     token_grid: tuple[int, ...] | list[int] = (16, 16)
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -79,6 +80,8 @@ class MGNTConfig(PretrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
+        if self.num_classes is None:
+            self.num_classes = len(self.id2label) if self.id2label else 1000
         # JSON gives lists back; the config always holds tuples.
         self.token_grid = tuple(int(size) for size in self.token_grid)
         if self.nested_widths is None:
