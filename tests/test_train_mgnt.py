@@ -1,9 +1,13 @@
-"""training/train_mgnt.py end to end on the CPU: accelerate launch, resume, token cache, bad data."""
+"""training/train_mgnt.py end to end on the CPU: accelerate launch, resume, stopping, token cache, bad data."""
 
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,8 @@ from safetensors.torch import load_file
 
 from conftest import make_tiny_vqvae
 from mgnt_hf import MGNTPipeline
+from mgnt_hf.training_utils import NonFiniteLossError, list_checkpoints, resolve_resume_checkpoint
+from training_helpers import reset_accelerate_state
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training" / "train_mgnt.py"
@@ -44,10 +50,25 @@ def train_arguments(workspace, output_dir, *extra):
             "--learning_rate", "1e-3", "--lr_warmup_steps", "2", "--report_to", "none", "--seed", "3", *extra]
 
 
-def launch(num_processes, arguments, check=True):
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes), "--cpu",
+def free_port():
+    with socket.socket() as probe:  # other runs on this host may hold accelerate's default port 29500
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch_command(num_processes, arguments):
+    """`accelerate launch` of the script on the CPU. Several processes need torchrun (`--multi_gpu`) with
+    ACCELERATE_USE_CPU (gloo): `--cpu --num_processes N` starts a single process."""
+    options = ["--cpu"] if num_processes == 1 else ["--multi_gpu", "--main_process_port", str(free_port())]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes), *options,
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT), *arguments]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+                   **({"ACCELERATE_USE_CPU": "true"} if num_processes > 1 else {})}
+    return command, environment
+
+
+def launch(num_processes, arguments, check=True):
+    command, environment = launch_command(num_processes, arguments)
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     if check and result.returncode != 0:
         raise AssertionError(f"training failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
@@ -59,6 +80,9 @@ def test_two_process_cpu_launch_writes_a_loadable_pipeline(workspace, tmp_path):
     launch(2, train_arguments(workspace, output, "--max_train_steps", "4", "--checkpointing_steps", "2",
                               "--checkpoints_total_limit", "1", "--use_ema"))
     assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-4"]
+    # Two processes trained together: each saved its RNG state into the one checkpoint.
+    assert sorted(p.name for p in (output / "checkpoint-4").glob("random_states_*.pkl")) == [
+        "random_states_0.pkl", "random_states_1.pkl"]
     assert not list(output.glob(".tmp-*"))
     pipeline = MGNTPipeline.from_pretrained(output)
     assert pipeline.transformer.config.id2label == dict(enumerate(CLASSES))
@@ -103,13 +127,22 @@ def test_a_second_run_reuses_the_token_cache(workspace, tmp_path):
     assert len(list((tmp_path / "cache").glob("tokens-*"))) == 2
 
 
-def run_in_process(arguments):
+def script_module():
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         import train_mgnt
     finally:
         sys.path.remove(str(SCRIPT.parent))
-    return train_mgnt.main(arguments)
+    return train_mgnt
+
+
+def run_in_process(arguments):
+    """`main(arguments)` in this process, with accelerate's process-wide state reset before and after."""
+    reset_accelerate_state()
+    try:
+        return script_module().main(arguments)
+    finally:
+        reset_accelerate_state()
 
 
 def test_an_unreadable_image_is_refused_before_training(workspace, tmp_path):
@@ -172,3 +205,152 @@ def test_video_flags_with_an_image_tokenizer_are_refused(workspace, tmp_path, ex
     with pytest.raises(ValueError, match=message):
         run_in_process(train_arguments(workspace, tmp_path / "run", "--max_train_steps", "2", *extra))
     assert not (tmp_path / "run" / "model_index.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------- losing nothing
+
+
+def signal_at_batch(monkeypatch, signum, batch):
+    """Deliver `signum` to this process while the data loader collates its `batch`-th batch (mid-training)."""
+    script = script_module()
+    collate, calls = script.collate_tokens, []
+
+    def collate_and_signal(rows):
+        calls.append(1)
+        if len(calls) == batch:
+            os.kill(os.getpid(), signum)
+        return collate(rows)
+
+    monkeypatch.setattr(script, "collate_tokens", collate_and_signal)
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_finishes_the_step_saves_a_checkpoint_and_exits_with_its_status(workspace, tmp_path, monkeypatch,
+                                                                                  caplog, signum, status):
+    output = tmp_path / "run"
+    signal_at_batch(monkeypatch, signum, batch=3)
+    with pytest.raises(SystemExit) as stopped:
+        run_in_process(train_arguments(workspace, output, "--max_train_steps", "50", "--checkpointing_steps", "100"))
+    assert stopped.value.code == status
+    [(step, checkpoint)] = list_checkpoints(output)  # saved although no checkpointing step was reached
+    assert 1 <= step < 50
+    assert json.loads((checkpoint / "training_state.json").read_text())["global_step"] == step
+    assert {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"} <= {
+        p.name for p in checkpoint.iterdir()}
+    assert not list(output.glob(".tmp-*"))
+    assert not (output / "model_index.json").exists()  # a stopped run saves no final pipeline
+    name = signal.Signals(signum).name
+    assert (f"stopped by {name} at step {step}: saved {checkpoint} (complete). Resume by running the same command "
+            "with --resume_from_checkpoint latest") in caplog.text
+
+
+def test_resuming_from_an_earlier_checkpoint_sets_the_later_ones_aside(workspace, tmp_path, caplog):
+    output = tmp_path / "run"
+    run_in_process(train_arguments(workspace, output, "--max_train_steps", "6", "--checkpointing_steps", "2"))
+    assert [step for step, _ in list_checkpoints(output)] == [2, 4, 6]
+    # A new branch from step 2 (e.g. with another learning rate), stopped at step 3.
+    run_in_process(train_arguments(workspace, output, "--max_train_steps", "3", "--checkpointing_steps", "2",
+                                   "--resume_from_checkpoint", str(output / "checkpoint-2")))
+    path, step = resolve_resume_checkpoint(output, "latest")
+    assert (path.name, step) == ("checkpoint-3", 3)  # not checkpoint-6 of the abandoned run
+    assert [step for step, _ in list_checkpoints(output)] == [2, 3]
+    [abandoned] = output.glob("abandoned-*")
+    assert sorted(p.name for p in abandoned.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    assert f"moved checkpoint-4, checkpoint-6 (a run that went past step 2) to {abandoned}" in caplog.text
+
+
+def test_a_diverging_run_keeps_no_checkpoint_of_the_diverged_weights(workspace, tmp_path):
+    # The first update at learning rate 1e6 gives weights (checkpoint-1) whose loss at step 2 is NaN.
+    output = tmp_path / "run"
+    arguments = train_arguments(workspace, output, "--max_train_steps", "20", "--checkpointing_steps", "1",
+                                "--lr_scheduler", "constant", "--max_grad_norm", "0")
+    arguments[arguments.index("--learning_rate") + 1] = "1e6"
+    arguments[arguments.index("--lr_warmup_steps") + 1] = "0"
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 2: loss .*checkpoint-1, saved just "
+                                                 r"before, was discarded: its weights gave this loss\. No checkpoint "
+                                                 r"in .* is safe"):
+        run_in_process(arguments)
+    assert not list_checkpoints(output) and not list(output.glob(".tmp-*"))
+
+
+def test_a_resolution_the_tokenizer_does_not_take_is_refused_before_tokenizing(workspace, tmp_path):
+    arguments = train_arguments(workspace, tmp_path / "run", "--max_train_steps", "2", "--resolution", "32")
+    arguments[arguments.index("--token_cache_dir") + 1] = str(tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"--resolution 32 does not match the tokenizer .* images of \(16, 16\)"):
+        run_in_process(arguments)
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.fixture(scope="module")
+def ema_run(workspace, tmp_path_factory):
+    """A finished 4-step run with EMA weights and checkpoints at steps 2 and 4."""
+    output = tmp_path_factory.mktemp("ema_run") / "run"
+    run_in_process(train_arguments(workspace, output, "--max_train_steps", "4", "--checkpointing_steps", "2",
+                                   "--use_ema"))
+    return output
+
+
+def copy_of(run, tmp_path):
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_resuming_past_max_train_steps_is_refused(workspace, ema_run, tmp_path):
+    output = copy_of(ema_run, tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoint-4 at step 4, past this run's last step 3 .* nothing to train"):
+        run_in_process(train_arguments(workspace, output, "--max_train_steps", "3", "--use_ema",
+                                       "--resume_from_checkpoint", "latest"))
+    assert [step for step, _ in list_checkpoints(output)] == [2, 4]  # nothing moved
+
+
+def test_resuming_with_the_other_ema_setting_is_refused(workspace, ema_run, tmp_path):
+    output = copy_of(ema_run, tmp_path)
+    with pytest.raises(ValueError, match="checkpoint-4 was saved with --use_ema but this run is without it"):
+        run_in_process(train_arguments(workspace, output, "--max_train_steps", "6", "--resume_from_checkpoint",
+                                       "latest"))
+    (output / "checkpoint-4" / "custom_checkpoint_0.pkl").unlink()  # what a run without --use_ema saves
+    with pytest.raises(ValueError, match="checkpoint-4 was saved without --use_ema but this run is with it"):
+        run_in_process(train_arguments(workspace, output, "--max_train_steps", "6", "--use_ema",
+                                       "--resume_from_checkpoint", "latest"))
+
+
+def rank_pid(output, rank, timeout=240):
+    """The pid of the training process of `rank` writing to `output` (from /proc: its command line and RANK)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except (OSError, ValueError):
+                continue
+            ours = str(SCRIPT).encode() in command and str(output).encode() in command
+            if ours and f"RANK={rank}".encode() in environ:
+                return int(entry.name)
+        time.sleep(0.2)
+    raise AssertionError(f"no training process of rank {rank} for {output}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="finds the rank's process through /proc")
+def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(workspace, tmp_path):
+    output = tmp_path / "run"
+    command, environment = launch_command(2, train_arguments(workspace, output, "--max_train_steps", "1000",
+                                                             "--checkpointing_steps", "2"))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    try:
+        deadline = time.time() + 240
+        while not list_checkpoints(output):  # training is under way
+            assert process.poll() is None, process.communicate()[1][-5000:]
+            assert time.time() < deadline
+            time.sleep(0.2)
+        os.kill(rank_pid(output, 1), signal.SIGTERM)  # the other process never gets a signal
+        _, stderr = process.communicate(timeout=240)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    step, checkpoint = list_checkpoints(output)[-1]
+    assert 2 <= step < 1000
+    assert f"stopped by SIGTERM at step {step}: saved {checkpoint} (complete)" in stderr
+    assert sorted(p.name for p in checkpoint.glob("random_states_*.pkl")) == ["random_states_0.pkl",
+                                                                              "random_states_1.pkl"]
+    assert stderr.count("exitcode  : 143") == 2, stderr[-5000:]  # torchrun's report: both ranks exited 143

@@ -4,10 +4,11 @@ The 2-process `accelerate launch` run is the slow part (two Python start-ups on 
 other script tests call `main()` in-process with a single-process Accelerator.
 """
 
-import importlib.util
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DataLoaderConfiguration
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -33,7 +33,9 @@ from mgnt_hf.training_utils import (
     resolve_resume_checkpoint,
     resume_position,
     save_checkpoint,
+    set_aside_later_checkpoints,
 )
+from training_helpers import fresh_accelerator_state, load_training_script, reset_accelerate_state  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training/train_tokenizer.py"
@@ -41,21 +43,11 @@ TINY_VQ = dict(num_channels=3, resolution=16, codebook_size=32, embedding_dim=8,
                channel_multipliers=[1, 2, 2], num_res_blocks=1, norm_num_groups=4)
 
 
+pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
+
+
 def load_script():
-    spec = importlib.util.spec_from_file_location("train_tokenizer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    """Each in-process run builds its own Accelerator; accelerate keeps process-wide singletons."""
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    return load_training_script("train_tokenizer")
 
 
 def make_image_folder(root: Path, per_class: int = 8) -> Path:
@@ -99,10 +91,14 @@ def test_two_process_launch_trains_saves_and_resumes(tmp_path):
     data_dir = make_image_folder(tmp_path / "images")
     config = write_vq_config(tmp_path / "vq.json")
     output_dir = tmp_path / "run"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+    # Two processes over gloo need torchrun (--multi_gpu) with ACCELERATE_USE_CPU: --cpu starts a single one.
+    with socket.socket() as probe:  # a free port: other runs on this host may hold accelerate's default one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-              "29517", str(SCRIPT)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+              str(port), str(SCRIPT)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
     first = subprocess.run(launch + base_arguments(data_dir, config, output_dir, 8) + ["--adversarial_weight", "0.1",
                            "--adversarial_start_step", "4"], capture_output=True, text=True, env=env, timeout=240)
     assert first.returncode == 0, first.stderr[-4000:]
@@ -112,6 +108,8 @@ def test_two_process_launch_trains_saves_and_resumes(tmp_path):
     assert metrics[-1]["reconstruction_loss"] < 0.5 * metrics[0]["reconstruction_loss"]
     assert "discriminator_loss" in metrics[-1] and "discriminator_loss" not in metrics[2]
     assert [step for step, _ in list_checkpoints(output_dir)] == [4, 8]
+    assert sorted(p.name for p in (output_dir / "checkpoint-8").glob("random_states_*.pkl")) == [
+        "random_states_0.pkl", "random_states_1.pkl"]  # two processes trained together
     assert not [p for p in output_dir.iterdir() if p.name.startswith(".tmp-")]
     assert (output_dir / "validation/step-0000008.png").is_file()
     results = json.loads((output_dir / "eval_results.json").read_text())
@@ -137,11 +135,9 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     data_dir = make_image_folder(tmp_path / "images", per_class=6)
     config = write_vq_config(tmp_path / "vq.json")
     script.main(base_arguments(data_dir, config, tmp_path / "straight", 6) + ["--validation_split", "none"])
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     script.main(base_arguments(data_dir, config, tmp_path / "split", 4) + ["--validation_split", "none"])
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     script.main(base_arguments(data_dir, config, tmp_path / "split", 6)
                 + ["--validation_split", "none", "--resume_from_checkpoint", "latest"])
     straight = MGNTVQModel.from_pretrained(tmp_path / "straight").state_dict()
@@ -179,7 +175,7 @@ def test_sigterm_finishes_the_step_saves_a_checkpoint_and_exits(tmp_path):
     assert not (output_dir / "model.safetensors").exists()  # the run did not finish
 
 
-def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
+def test_non_finite_loss_stops_with_a_clear_error_and_keeps_no_diverged_checkpoint(tmp_path):
     script = load_script()
     data_dir = make_image_folder(tmp_path / "images")
     config = write_vq_config(tmp_path / "vq.json")
@@ -187,13 +183,62 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(
     arguments = base_arguments(data_dir, config, output_dir, 50)
     arguments[arguments.index("--checkpointing_steps") + 1] = "1"
     arguments[arguments.index("--learning_rate") + 1] = "1e38"  # the first update overflows the weights
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step (\d+).*last saved checkpoint is intact"):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 2: .*checkpoint-1, saved just before, was "
+                                                 r"discarded.* No checkpoint in .* is safe; start again"):
         script.main(arguments + ["--validation_split", "none", "--max_grad_norm", "0"])
-    checkpoints = list_checkpoints(output_dir)
-    assert checkpoints and checkpoints[-1][0] >= 1
-    reloaded = MGNTVQModel.from_pretrained(checkpoints[0][1])
-    assert all(torch.isfinite(p).all() for p in reloaded.parameters())
+    assert not list_checkpoints(output_dir)  # checkpoint-1 held the overflowed weights
     assert not [p for p in output_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_non_finite_loss_names_the_newest_checkpoint_whose_weights_gave_finite_losses(tmp_path, monkeypatch):
+    script = load_script()
+    data_dir = make_image_folder(tmp_path / "images")
+    config = write_vq_config(tmp_path / "vq.json")
+    output_dir = tmp_path / "run"
+    # Steps 1-2 at the normal learning rate; the update of step 3 makes the weights huge but finite, so the
+    # loss of step 4 (from those weights, saved as checkpoint-3) is the first non-finite one.
+    monkeypatch.setattr(script, "get_scheduler", lambda name, optimizer, **_: torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 1.0 if step < 2 else 1e40))
+    arguments = base_arguments(data_dir, config, output_dir, 50)
+    arguments[arguments.index("--checkpointing_steps") + 1] = "1"
+    with pytest.raises(NonFiniteLossError) as error:
+        script.main(arguments + ["--validation_split", "none", "--max_grad_norm", "0"])
+    message = str(error.value)
+    assert message.startswith("non-finite loss at step 4: ")
+    assert "checkpoint-3, saved just before, was discarded: its weights gave this loss" in message
+    safe = output_dir / "checkpoint-2"
+    assert f"The newest safe checkpoint is {safe} (its weights gave finite losses); resume with " \
+           f"--resume_from_checkpoint {safe}" in message
+    assert [step for step, _ in list_checkpoints(output_dir)] == [1, 2]
+    reloaded = MGNTVQModel.from_pretrained(safe)
+    assert max(float(p.detach().abs().max()) for p in reloaded.parameters()) < 100
+
+
+def test_a_full_disk_during_a_checkpoint_names_the_intact_one(tmp_path, monkeypatch):
+    script = load_script()
+    data_dir = make_image_folder(tmp_path / "images")
+    config = write_vq_config(tmp_path / "vq.json")
+    output_dir = tmp_path / "run"
+    save_state, calls = Accelerator.save_state, []
+
+    def save_state_until_the_disk_is_full(self, folder, **kwargs):
+        calls.append(folder)
+        if len(calls) < 2:
+            return save_state(self, folder, **kwargs)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "model.safetensors").write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(folder) / "optimizer.bin"))
+
+    monkeypatch.setattr(Accelerator, "save_state", save_state_until_the_disk_is_full)
+    arguments = base_arguments(data_dir, config, output_dir, 12)
+    arguments[arguments.index("--checkpointing_steps") + 1] = "2"
+    with pytest.raises(OSError, match=r"saving checkpoint-4 in .* failed: no space left on device .*The partial "
+                                      r"save was removed and the newest complete checkpoint, .*checkpoint-2, "
+                                      r"is intact") as error:
+        script.main(arguments + ["--validation_split", "none"])
+    assert error.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in output_dir.iterdir() if "checkpoint" in p.name) == ["checkpoint-2"]
+    assert MGNTVQModel.from_pretrained(output_dir / "checkpoint-2") is not None
 
 
 @pytest.mark.parametrize("case, message", [
@@ -280,6 +325,33 @@ def test_resolve_resume_ignores_incomplete_saves(tmp_path):
     assert not (tmp_path / ".tmp-checkpoint-20").exists()
 
 
+def test_a_run_starting_at_a_step_sets_the_later_checkpoints_aside(tmp_path):
+    for step in (2, 4, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    assert set_aside_later_checkpoints(tmp_path, 6) is None
+    first = set_aside_later_checkpoints(tmp_path, 2)
+    assert first.name.startswith("abandoned-") and sorted(p.name for p in first.iterdir()) == ["checkpoint-4",
+                                                                                             "checkpoint-6"]
+    second = set_aside_later_checkpoints(tmp_path, 0)  # a fresh start in the same folder, within the same second
+    assert second != first and [p.name for p in second.iterdir()] == ["checkpoint-2"]
+    assert list_checkpoints(tmp_path) == [] and resolve_resume_checkpoint(tmp_path, "latest") is None
+
+
+def test_resuming_a_gan_checkpoint_without_the_discriminator_is_refused(tmp_path):
+    script = load_script()
+    data_dir = make_image_folder(tmp_path / "images", per_class=2)
+    config = write_vq_config(tmp_path / "vq.json")
+    output_dir = tmp_path / "run"
+    arguments = base_arguments(data_dir, config, output_dir, 2)
+    arguments[arguments.index("--checkpointing_steps") + 1] = "2"
+    script.main(arguments + ["--validation_split", "none", "--adversarial_weight", "0.1"])
+    reset_accelerate_state()
+    arguments[arguments.index("--max_train_steps") + 1] = "3"
+    with pytest.raises(ValueError, match=r"checkpoint-2 was saved with --adversarial_weight > 0 but this run is "
+                                         r"without it"):
+        script.main(arguments + ["--validation_split", "none", "--resume_from_checkpoint", "latest"])
+
+
 def test_check_finite_losses():
     check_finite_losses({"a": torch.tensor(1.0), "b": torch.tensor(-2.0)}, step=3)
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step 3: b"):
@@ -296,7 +368,7 @@ def test_stop_signal_guard_catches_sigint_and_restores_the_handler():
         deadline = time.time() + 5
         while not guard.requested and time.time() < deadline:
             time.sleep(0.01)
-        assert guard.should_stop() and guard.signal_name == "SIGINT"
+        assert guard.should_stop() and guard.signal_name == "SIGINT" and guard.exit_code == 130
         os.kill(os.getpid(), signal.SIGTERM)  # a second signal is absorbed, not fatal
         time.sleep(0.05)
     assert signal.getsignal(signal.SIGINT) is previous
@@ -319,8 +391,7 @@ def test_skipping_seen_batches_reproduces_the_data_order():
         seen = []
         for epoch, skip in epochs_and_skips:
             seen += [batch.tolist() for batch in epoch_dataloader(accelerator, loader, epoch, skip)]
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
+        reset_accelerate_state()
         return seen
 
     straight = batches([(0, 0), (1, 0), (2, 0)])

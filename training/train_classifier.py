@@ -20,12 +20,18 @@ and test accuracy over every frame of every test video:
 
 Runs on whatever `accelerate` picks (CPU here; `accelerate launch` for GPUs). bf16 autocast on a
 CPU with AMX roughly halves the step time of this CNN; evaluation always runs in float32.
+
+Checkpoints (`--output-dir/checkpoint-<step>`, atomic, the same machinery as the other training scripts) are
+written at the end of every epoch (or every `--checkpointing-steps`); `--resume-from-checkpoint latest`
+continues with the same data order. SIGINT/SIGTERM finish the current step, save a checkpoint and exit with
+status 130/143; a NaN/inf loss stops before the optimizer step, naming the newest safe checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import shlex
 import sys
@@ -35,13 +41,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from mgnt_hf import MGNTFeatureClassifier, MGNTFeatureClassifierConfig
 from mgnt_hf.data import FASHION_MNIST_DIR
 from mgnt_hf.evaluation import classifier_outputs, fashion_mnist_pixels, frames_to_pixels, load_video_arrays
+from mgnt_hf.training_utils import (
+    CheckpointManager,
+    StopSignalGuard,
+    epoch_dataloader,
+    exit_after_signal,
+    remove_incomplete_checkpoints,
+    resume_position,
+    resume_training,
+)
 
 # Per-frame classifier of Moving Fashion-MNIST (64x64 frames): four stages down to 4x4, narrow at full resolution
 # where the convolutions cost most.
@@ -73,8 +88,17 @@ def parse_args(argv=None):
                         help="use only the first N training images (videos with --moving-fashion-mnist; smoke tests)")
     parser.add_argument("--limit-test", type=int, default=None,
                         help="with --moving-fashion-mnist: use only the first N test videos (smoke tests)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="also fixes the data order (a resume reproduces it)")
+    parser.add_argument("--checkpointing-steps", type=int, default=None,
+                        help="save a checkpoint every N steps (default: at the end of every epoch)")
+    parser.add_argument("--checkpoints-total-limit", type=int, default=1, help="checkpoints kept (default 1)")
+    # Also spelt as in the other training scripts, whose messages (shared helpers) name --resume_from_checkpoint.
+    parser.add_argument("--resume-from-checkpoint", "--resume_from_checkpoint", default=None,
+                        help="'latest' or a checkpoint folder")
     args = parser.parse_args(argv)
+    for name in ("checkpointing_steps", "checkpoints_total_limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.frames_per_video < 1:
         parser.error(f"--frames-per-video must be a positive integer, got {args.frames_per_video}")
     for name in ("limit_train", "limit_test"):
@@ -265,8 +289,13 @@ def main(argv=None):
     args = parse_args(argv)
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    # The shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
+    accelerator = Accelerator(mixed_precision=args.mixed_precision,
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed))
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     set_seed(args.seed)
+    output_dir = Path(args.output_dir)
 
     if args.dataset == "moving-fashion-mnist":
         # uint8 frames [M, H, W, C]; each batch becomes pixels in [-1, 1] below.
@@ -295,27 +324,56 @@ def main(argv=None):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        remove_incomplete_checkpoints(output_dir)
+    global_step = resume_training(accelerator, output_dir, args.resume_from_checkpoint, args.epochs * len(loader))
+    checkpoints = CheckpointManager(accelerator, output_dir, args.checkpoints_total_limit)
+    checkpointing_steps = args.checkpointing_steps or len(loader)
+    first_epoch, skip_batches = resume_position(global_step, 1, len(loader))
+    stopped_by_signal = False
+
     start = time.perf_counter()
-    for epoch in range(args.epochs):
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not accelerator.is_main_process, mininterval=30)
-        for pixels, labels in progress:
-            if pixels.dtype == torch.uint8:
-                pixels = frames_to_pixels(pixels)
-            pixels = augment(pixels, args.max_shift, flip=not args.no_flip)
-            output = model(pixels, labels=labels)
-            accelerator.backward(output.loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            loss_sum += output.loss.item() * labels.shape[0]
-            correct += (output.logits.argmax(-1) == labels).sum().item()
-            seen += labels.shape[0]
-        accelerator.print(
-            f"epoch {epoch + 1}: train loss {loss_sum / seen:.4f}, train accuracy (augmented) {correct / seen:.4f}, "
-            f"{time.perf_counter() - start:.0f} s"
-        )
+    with StopSignalGuard() as guard:
+        for epoch in range(first_epoch, args.epochs):
+            model.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            batches = epoch_dataloader(accelerator, loader, epoch, skip_batches if epoch == first_epoch else 0)
+            progress = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not accelerator.is_main_process,
+                            mininterval=30)
+            for pixels, labels in progress:
+                if pixels.dtype == torch.uint8:
+                    pixels = frames_to_pixels(pixels)
+                # The augmentation and dropout draw from torch's global generator, which each new data loader
+                # iterator also draws from: seeded by (seed, process, step), a resumed run draws what the
+                # uninterrupted one drew.
+                torch.manual_seed(int(np.random.SeedSequence(
+                    [args.seed, accelerator.process_index, global_step]).generate_state(1)[0]))
+                pixels = augment(pixels, args.max_shift, flip=not args.no_flip)
+                output = model(pixels, labels=labels)
+                checkpoints.check_losses({"loss": output.loss}, global_step + 1)
+                accelerator.backward(output.loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                global_step += 1
+                loss_sum += output.loss.item() * labels.shape[0]
+                correct += (output.logits.argmax(-1) == labels).sum().item()
+                seen += labels.shape[0]
+                if global_step % checkpointing_steps == 0:
+                    checkpoints.save(global_step)
+                if guard.should_stop(accelerator):
+                    stopped_by_signal = True
+                    break
+            if stopped_by_signal:
+                break
+            accelerator.print(
+                f"epoch {epoch + 1}: train loss {loss_sum / seen:.4f}, train accuracy (augmented) "
+                f"{correct / seen:.4f}, {time.perf_counter() - start:.0f} s"
+            )
+    if stopped_by_signal:
+        exit_after_signal(accelerator, guard, checkpoints.finish(global_step), global_step)
+    checkpoints.commit()  # the last epoch's checkpoint: no later loss will test it
     train_seconds = time.perf_counter() - start
 
     model = accelerator.unwrap_model(model).float()
@@ -326,7 +384,6 @@ def main(argv=None):
     accelerator.print(f"test accuracy {test_accuracy:.4f} ({test_labels.shape[0]} images)")
 
     if accelerator.is_main_process:
-        output_dir = Path(args.output_dir)
         model.save_pretrained(output_dir)
         results = {
             "test_accuracy": test_accuracy,

@@ -11,7 +11,9 @@ invalidated when the tokenizer, preprocessing or data change). The objective is 
 cross-entropy with nested joint training (`mgnt_hf.nested_training`): every width learns the
 ground truth, smaller widths also distil the full width's predictions. The output folder ends up
 holding `checkpoint-<step>/` folders (atomic, resumable) and the final pipeline
-(`MGNTPipeline.from_pretrained(output_dir)`), with the EMA weights under `--use_ema`.
+(`MGNTPipeline.from_pretrained(output_dir)`), with the EMA weights under `--use_ema`. SIGINT/SIGTERM
+finish the current step, save a checkpoint and exit with status 130/143; how to stop a run, resume it
+and what happens on a NaN loss or a full disk: training/README.md.
 
 Video: with a video tokenizer (`config.num_frames` set) the data are videos (`mgnt_hf.video_io`: a
 save_to_disk folder, a Hub dataset, or class folders of video files / frame folders), the token grid
@@ -53,8 +55,9 @@ from mgnt_hf.scheduling_mgnt import DEFAULT_WIDTH_SCHEDULE, WIDTH_SCHEDULE_PRESE
 from mgnt_hf.nested_training import DISTILL_FROM, WIDTHS_PER_STEP, MGNTNestedTrainingObjective
 from mgnt_hf.tokenized_dataset import LABEL_COLUMN, TOKENS_COLUMN, tokenize_dataset
 from mgnt_hf.video_io import VideoTransform, check_videos, load_video_dataset, resolve_video_columns
-from mgnt_hf.training_utils import EMAModel, StopSignalGuard, check_finite_losses, check_launch, \
-    remove_incomplete_checkpoints, resolve_resume_checkpoint, resume_position, save_checkpoint, epoch_dataloader, steps_per_epoch
+from mgnt_hf.training_utils import CheckpointManager, EMAModel, StopSignalGuard, check_launch, check_resume_setting, \
+    epoch_dataloader, exit_after_signal, ignore_stop_signals, remove_incomplete_checkpoints, resume_position, \
+    resume_training, steps_per_epoch
 
 logger = get_logger(__name__)
 
@@ -198,6 +201,19 @@ def load_vqvae(name_or_path: str, num_frames: int | None = None) -> MGNTVQModel:
         vqvae.config.num_frames = num_frames
         vqvae.config._validate_vq_fields()
     return vqvae
+
+
+def check_resolution(args, vqvae: MGNTVQModel) -> None:
+    """`--resolution` must be the tokenizer's: its config fixes the token grid the transformer is built for.
+    Checked before any data is loaded or tokenized."""
+    if args.resolution is None:
+        return
+    given = (args.resolution, args.resolution)
+    if given != tuple(vqvae.config.resolution):
+        raise ValueError(f"--resolution {args.resolution} does not match the tokenizer {args.vqvae_name_or_path}, "
+                         f"which takes images of {tuple(vqvae.config.resolution)} (config.resolution; token grid "
+                         f"{tuple(vqvae.config.token_grid)}); omit --resolution or give "
+                         f"{vqvae.config.resolution[0]}, or train a tokenizer at {args.resolution}")
 
 
 def check_video_arguments(args, vqvae: MGNTVQModel) -> int:
@@ -414,6 +430,7 @@ def main(argv=None):
         remove_incomplete_checkpoints(args.output_dir)
 
     vqvae = load_vqvae(args.vqvae_name_or_path, args.num_frames).to(accelerator.device).eval().requires_grad_(False)
+    check_resolution(args, vqvae)
     num_context_tokens = check_video_arguments(args, vqvae)
     dataset, image_column, label_column, id2label = load_training_images(args, video=vqvae.config.is_video)
     transformer = build_transformer(args, vqvae, id2label)
@@ -449,7 +466,8 @@ def main(argv=None):
 
     tokens = tokens.with_format("torch", columns=[TOKENS_COLUMN, LABEL_COLUMN])
     dataloader = DataLoader(tokens, batch_size=args.train_batch_size, shuffle=True, drop_last=True,
-                            collate_fn=collate_tokens, num_workers=args.dataloader_num_workers)
+                            collate_fn=collate_tokens, num_workers=args.dataloader_num_workers,
+                            worker_init_fn=ignore_stop_signals)
     if len(dataloader) == 0:
         raise ValueError(f"{len(tokens)} training examples are fewer than one batch of {args.train_batch_size}")
     batches_per_process = math.ceil(len(dataloader) / accelerator.num_processes)
@@ -464,12 +482,13 @@ def main(argv=None):
         tracker_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers("mgnt", config=tracker_config)
 
-    global_step = 0
-    resume = resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
-    if resume is not None:
-        path, global_step = resume
-        accelerator.print(f"resuming from {path} at step {global_step}")
-        accelerator.load_state(str(path))
+    def check_checkpoint(path):
+        # The EMA weights are accelerate's only custom checkpoint object (custom_checkpoint_0.pkl).
+        check_resume_setting(path, "--use_ema", (path / "custom_checkpoint_0.pkl").is_file(), args.use_ema)
+
+    global_step = start_step = resume_training(accelerator, args.output_dir, args.resume_from_checkpoint,
+                                               max_train_steps, check_checkpoint)
+    checkpoints = CheckpointManager(accelerator, args.output_dir, args.checkpoints_total_limit)
     epoch, skip_batches = resume_position(global_step, args.gradient_accumulation_steps, len(dataloader))
 
     total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
@@ -503,7 +522,8 @@ def main(argv=None):
                 with accelerator.accumulate(objective):
                     output = objective(batch["token_ids"], batch["class_labels"], generator=draw_generator,
                                        num_context_tokens=context)
-                    check_finite_losses({"loss": output.loss}, global_step, accelerator)
+                    # Raises on NaN/inf before the optimizer step; commits the checkpoint these weights came from.
+                    checkpoints.check_losses({"loss": output.loss}, global_step + 1)
                     accelerator.backward(output.loss)
                     if accelerator.sync_gradients and args.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(objective.parameters(), args.max_grad_norm)
@@ -533,8 +553,8 @@ def main(argv=None):
                     progress.set_postfix(loss=f"{logs['loss/total']:.3f}", tok_s=f"{logs['tokens_per_second']:.0f}")
                     window_start, window_examples = time.perf_counter(), 0
 
-                if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
-                    save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                if global_step % args.checkpointing_steps == 0:
+                    checkpoints.save(global_step)
                 if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     log_validation(accelerator, unwrapped, vqvae, id2label, args, global_step)
                 if args.max_train_seconds is not None and time.perf_counter() - run_start > args.max_train_seconds:
@@ -543,25 +563,26 @@ def main(argv=None):
                 else:
                     out_of_time = torch.tensor([0.0], device=accelerator.device)
                 if args.max_train_seconds is not None and accelerator.reduce(out_of_time, "max").item() > 0:
-                    if global_step % args.checkpointing_steps != 0:
-                        save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
                     accelerator.print(f"--max_train_seconds {args.max_train_seconds} reached at step {global_step}")
                     max_train_steps = global_step
                     break
                 if guard.should_stop(accelerator):
                     stopped_by_signal = True
-                    accelerator.print(f"stopped by {guard.signal_name or 'a signal'} at step {global_step}; "
-                                      "resume with --resume_from_checkpoint latest")
                     break
                 if global_step >= max_train_steps:
                     break
             epoch, skip_batches = epoch + 1, 0
 
+    progress.close()
+    if global_step > start_step:
+        final_checkpoint = checkpoints.finish(global_step)
+    if stopped_by_signal:
+        exit_after_signal(accelerator, guard, final_checkpoint, global_step)
     accelerator.wait_for_everyone()
-    if accelerator.distributed_type == DistributedType.FSDP and not stopped_by_signal:
+    if accelerator.distributed_type == DistributedType.FSDP:
         # The parameters are shards: every process takes part in gathering the full weights.
         full_state = accelerator.get_state_dict(objective)
-    if accelerator.is_main_process and not stopped_by_signal:
+    if accelerator.is_main_process:
         transformer_to_save = unwrapped
         if accelerator.distributed_type == DistributedType.FSDP:
             transformer_to_save = MGNTTransformer(unwrapped.config)

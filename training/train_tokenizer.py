@@ -28,8 +28,9 @@ Outputs in `--output_dir`: the tokenizer (`save_pretrained`: config.json + model
 order), `validation/step-<n>.png` (originals above reconstructions), `logs/metrics.jsonl`, and
 `eval_results.json` (reconstruction MSE/PSNR and codebook usage over the validation split).
 Bad images stop the run before training with a message naming them (or `--skip_bad_images`);
-SIGINT/SIGTERM finish the current step, save a checkpoint and exit; a NaN/inf loss stops with a
-clear error before the optimizer step, leaving the last checkpoint intact.
+SIGINT/SIGTERM finish the current step, save a checkpoint and exit with status 130/143; a NaN/inf loss
+stops with a clear error before the optimizer step, naming the newest checkpoint whose weights gave finite
+losses (training/README.md).
 """
 
 from __future__ import annotations
@@ -40,8 +41,6 @@ import json
 import logging
 import math
 import os
-import signal
-import sys
 import time
 from pathlib import Path
 
@@ -71,14 +70,15 @@ from mgnt_hf.data import (
 from mgnt_hf.modeling_vq import frames_to_batch
 from mgnt_hf.video_io import VideoTransform, check_videos, load_video_dataset, resolve_video_columns
 from mgnt_hf.training_utils import (
+    CheckpointManager,
     StopSignalGuard,
-    check_finite_losses,
+    check_resume_setting,
     epoch_dataloader,
+    exit_after_signal,
     ignore_stop_signals,
     remove_incomplete_checkpoints,
-    resolve_resume_checkpoint,
     resume_position,
-    save_checkpoint,
+    resume_training,
     steps_per_epoch,
 )
 
@@ -453,12 +453,14 @@ def main(argv=None):
     if accelerator.is_main_process:
         accelerator.init_trackers("mgnt-tokenizer", config={k: v for k, v in vars(args).items()
                                                             if isinstance(v, (int, float, str, bool))})
-    global_step = 0
-    resumed = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
-    if resumed is not None:
-        path, global_step = resumed
-        accelerator.load_state(str(path))
-        logger.info(f"resumed from {path} at step {global_step}")
+    def check_checkpoint(path):
+        # The discriminator is the second prepared model (model_1.safetensors) of an adversarial run.
+        check_resume_setting(path, "--adversarial_weight > 0", (path / "model_1.safetensors").is_file(),
+                             use_adversarial)
+
+    global_step = resume_training(accelerator, output_dir, args.resume_from_checkpoint, max_train_steps,
+                                  check_checkpoint)
+    checkpoints = CheckpointManager(accelerator, output_dir, args.checkpoints_total_limit)
     first_epoch, skip_batches = resume_position(global_step, args.gradient_accumulation_steps, len(train_dataloader))
 
     total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
@@ -472,11 +474,11 @@ def main(argv=None):
                     disable=not accelerator.is_local_main_process)
     unwrapped_discriminator = accelerator.unwrap_model(discriminator) if use_adversarial else None
     commitment_weight = config.commitment_weight
-    stop_signal = None
+    stopped_by_signal = False
     start_time = time.time()
     with StopSignalGuard() as guard:
         for epoch in range(first_epoch, num_epochs):
-            if global_step >= max_train_steps or stop_signal:
+            if global_step >= max_train_steps or stopped_by_signal:
                 break
             loader = epoch_dataloader(accelerator, train_dataloader, epoch, skip_batches if epoch == first_epoch else 0)
             for batch in loader:
@@ -502,7 +504,9 @@ def main(argv=None):
                         unwrapped_discriminator.requires_grad_(True)
                         loss = loss + args.adversarial_weight * losses["generator_adversarial_loss"]
                     losses["loss"] = loss
-                    check_finite_losses(losses, global_step + 1, accelerator)
+                    # Raises on NaN/inf before the optimizer step; with no discriminator loss to check, commits
+                    # the checkpoint these weights came from.
+                    checkpoints.check_losses(losses, global_step + 1, commit=not adversarial_on)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and args.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -515,7 +519,7 @@ def main(argv=None):
                         logits = discriminator(both).float()
                         real_logits, fake_logits = logits.chunk(2)
                         discriminator_loss = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
-                        check_finite_losses({"discriminator_loss": discriminator_loss}, global_step + 1, accelerator)
+                        checkpoints.check_losses({"discriminator_loss": discriminator_loss}, global_step + 1)
                         accelerator.backward(discriminator_loss)
                         if accelerator.sync_gradients and args.max_grad_norm > 0:
                             accelerator.clip_grad_norm_(discriminator.parameters(), args.max_grad_norm)
@@ -544,7 +548,7 @@ def main(argv=None):
                                                    "elapsed_s": round(time.time() - start_time, 2), **logs}) + "\n")
 
                 if global_step % args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+                    checkpoints.save(global_step)
                 if validation_images is not None and global_step % args.validation_steps == 0 \
                         and accelerator.is_main_process:
                     mse = log_validation(accelerator.unwrap_model(model), validation_images, accelerator, args,
@@ -553,19 +557,15 @@ def main(argv=None):
                     logger.info(f"step {global_step}: validation reconstruction MSE {mse:.5f}")
 
                 if guard.should_stop(accelerator):
-                    stop_signal = guard.signal_name or "a signal on another process"
+                    stopped_by_signal = True
                     break
                 if global_step >= max_train_steps:
                     break
 
     progress.close()
-    if stop_signal:
-        if global_step % args.checkpointing_steps != 0:
-            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
-        logger.warning(f"stopped by {stop_signal} at step {global_step}; resume with --resume_from_checkpoint latest")
-        accelerator.end_training()
-        signum = getattr(signal, guard.signal_name or "SIGTERM", signal.SIGTERM)
-        sys.exit(128 + int(signum))
+    if stopped_by_signal:
+        exit_after_signal(accelerator, guard, checkpoints.finish(global_step), global_step)
+    checkpoints.commit()  # the last step's checkpoint, if it saved one: no later loss will test it
 
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)

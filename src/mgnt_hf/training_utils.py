@@ -1,12 +1,18 @@
 """What every training script of the project shares: checkpoints, resuming, stopping, loss checks.
 
-- `save_checkpoint`: `accelerator.save_state` into `<output_dir>/.tmp-checkpoint-<step>`, then one
-  atomic rename to `checkpoint-<step>`: a checkpoint folder is complete or absent. Older ones are
-  rotated out (after the new one exists) to keep `checkpoints_total_limit`.
-- `resolve_resume_checkpoint`: `--resume_from_checkpoint latest|PATH` -> `(path, step)`; temporary
-  folders of interrupted saves are never picked (and `remove_incomplete_checkpoints` deletes them).
-- `StopSignalGuard`: SIGINT/SIGTERM set a flag; the loop finishes its step, the flag is agreed
-  on by all processes, and the script stops cleanly (nothing half-written).
+- `CheckpointManager` / `save_checkpoint`: `accelerator.save_state` into `<output_dir>/.tmp-checkpoint-<step>`,
+  then one atomic rename to `checkpoint-<step>`: a checkpoint folder is complete or absent. The manager
+  renames only once the saved weights have given a finite loss (at the next step), so a checkpoint never
+  holds weights that diverged. Older ones are rotated out (after the new one exists) to keep
+  `checkpoints_total_limit`. A failed save (e.g. "no space left on device") removes its partial folder and
+  names the newest intact checkpoint.
+- `resume_training`: `--resume_from_checkpoint latest|PATH` -> the starting step, with the state loaded.
+  Temporary folders of interrupted saves are never picked (`remove_incomplete_checkpoints` deletes them); a
+  checkpoint past the run's last step is refused; checkpoints after the starting step belong to a run
+  this one replaces and are moved to `abandoned-<time>/` (`set_aside_later_checkpoints`), so `latest`
+  follows the current run only.
+- `StopSignalGuard`: SIGINT/SIGTERM set a flag; the loop finishes its step, the flag is agreed on by all
+  processes, the run saves a checkpoint and `exit_after_signal` exits with 128 + the signal (143, 130).
 - `check_finite_losses`: raise `NonFiniteLossError` on NaN/inf on any process, before the
   optimizer step, so the weights and the last checkpoint stay good.
 - `resume_position` / `epoch_dataloader`: with accelerate's seedable sampler every epoch's order
@@ -18,11 +24,13 @@
   register it with `accelerator.register_for_checkpointing(ema)` so checkpoints include it.
 
 The layout (`checkpoint-<step>` folders with `training_state.json`) matches diffusers' example
-scripts, so their habits (`--resume_from_checkpoint latest`) carry over.
+scripts, so their habits (`--resume_from_checkpoint latest`) carry over. How signals reach the
+training processes under `accelerate launch`: training/README.md.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -30,6 +38,8 @@ import os
 import re
 import shutil
 import signal
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -91,39 +101,192 @@ def rotate_checkpoints(output_dir: str | os.PathLike, total_limit: int | None) -
     return removed
 
 
+def _write_checkpoint(accelerator, output_dir: Path, step: int, extra_state: dict | None) -> Path:
+    """Write the full training state at `step` into `<output_dir>/.tmp-checkpoint-<step>`; return that folder.
+
+    Every process calls it. A save that fails on any process (a full disk, most often) fails on all of them,
+    with the partial folder removed and an `OSError` naming the newest complete checkpoint.
+    """
+    temporary = output_dir / f"{TEMPORARY_PREFIX}checkpoint-{step}"
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temporary, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    failure = None
+    try:
+        accelerator.save_state(str(temporary))
+        if accelerator.is_main_process:
+            state = {"global_step": int(step), **(extra_state or {})}
+            (temporary / TRAINING_STATE_FILE).write_text(json.dumps(state, indent=2))
+    except OSError as error:
+        failure = error
+    # All processes learn whether any of them failed (this is also the barrier after the save).
+    error_number = 0 if failure is None else (failure.errno or errno.EIO)
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([float(error_number)], device=accelerator.device)
+        error_number = int(accelerator.reduce(flag, reduction="max").item())
+    if error_number:
+        if accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+        newest = list_checkpoints(output_dir)
+        intact = (f"the newest complete checkpoint, {newest[-1][1]}, is intact" if newest
+                  else "no complete checkpoint exists yet")
+        full = error_number == errno.ENOSPC
+        reason = "no space left on device" if full else os.strerror(error_number)
+        detail = f" ({failure})" if failure is not None else " (on another process)"
+        raise OSError(error_number,
+                      f"saving checkpoint-{step} in {output_dir} failed: {reason}{detail}. The partial save was "
+                      f"removed and {intact}; {'free some space' if full else 'fix the cause'}, then resume with "
+                      "--resume_from_checkpoint latest") from failure
+    return temporary
+
+
+def _commit_checkpoint(output_dir: Path, temporary: Path, step: int, checkpoints_total_limit: int | None) -> Path:
+    """Main process: rename a written `.tmp-checkpoint-<step>` to `checkpoint-<step>` (atomic), then rotate."""
+    final = output_dir / f"checkpoint-{step}"
+    if final.exists():
+        # Saving a step again (e.g. after a resume at that step): swap in the new folder, then drop the old.
+        previous = output_dir / f"{TEMPORARY_PREFIX}previous-checkpoint-{step}"
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(final, previous)
+        os.replace(temporary, final)
+        shutil.rmtree(previous)
+    else:
+        os.replace(temporary, final)
+    rotate_checkpoints(output_dir, checkpoints_total_limit)
+    logger.info("saved checkpoint %s", final)
+    return final
+
+
 def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int,
                     checkpoints_total_limit: int | None = None, extra_state: dict | None = None) -> Path:
     """Save the full training state at `step` as `<output_dir>/checkpoint-<step>`, atomically.
 
     Call on every process (accelerate's `save_state` writes per-process RNG states). `output_dir`
     must be a file system all processes share, as for `save_state` itself. `extra_state` (JSON) is
-    stored in `training_state.json` beside `global_step`.
+    stored in `training_state.json` beside `global_step`. A failed save (`OSError`, e.g. "no space left
+    on device") leaves no partial folder and names the newest complete checkpoint. Training loops use
+    `CheckpointManager`, which also keeps a checkpoint back until its weights have given a finite loss.
     """
     output_dir = Path(output_dir)
+    temporary = _write_checkpoint(accelerator, output_dir, step, extra_state)
     final = output_dir / f"checkpoint-{step}"
-    temporary = output_dir / f"{TEMPORARY_PREFIX}checkpoint-{step}"
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(temporary, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {"global_step": int(step), **(extra_state or {})}
-        (temporary / TRAINING_STATE_FILE).write_text(json.dumps(state, indent=2))
-        if final.exists():
-            # Saving a step again (e.g. after a resume at that step): swap in the new folder, then drop the old.
-            previous = output_dir / f"{TEMPORARY_PREFIX}previous-checkpoint-{step}"
-            shutil.rmtree(previous, ignore_errors=True)
-            os.replace(final, previous)
-            os.replace(temporary, final)
-            shutil.rmtree(previous)
-        else:
-            os.replace(temporary, final)
-        rotate_checkpoints(output_dir, checkpoints_total_limit)
-        logger.info("saved checkpoint %s", final)
+        _commit_checkpoint(output_dir, temporary, step, checkpoints_total_limit)
     accelerator.wait_for_everyone()
     return final
+
+
+class CheckpointManager:
+    """The `checkpoint-<step>` folders of a training run; one counts only once its weights gave a finite loss.
+
+    A loss is computed from the weights before the optimizer step, so the weights saved at step k are first
+    tested by the loss of step k+1. `save(k)` therefore writes the complete state at once (the RNG and data
+    position of step k) but keeps it as `.tmp-checkpoint-k` until `check_losses` at the next step finds the
+    losses finite; then it is renamed to `checkpoint-k` (and older ones rotated out). A non-finite loss
+    deletes it instead: a checkpoint that reproduces the failure is never offered for resuming, and the
+    `NonFiniteLossError` names the newest one that is safe.
+
+    ```python
+    checkpoints = CheckpointManager(accelerator, output_dir, checkpoints_total_limit)
+    for batch in loader:
+        loss = ...
+        checkpoints.check_losses({"loss": loss}, global_step + 1)  # raises on NaN/inf, else commits
+        ...backward, optimizer step; global_step += 1
+        if global_step % checkpointing_steps == 0:
+            checkpoints.save(global_step)
+    checkpoints.finish(global_step)  # at the end or a stop: no later loss to wait for
+    ```
+    """
+
+    def __init__(self, accelerator, output_dir: str | os.PathLike, checkpoints_total_limit: int | None = None):
+        check_positive_int("checkpoints_total_limit", checkpoints_total_limit, allow_none=True)
+        self.accelerator = accelerator
+        self.output_dir = Path(output_dir)
+        self.checkpoints_total_limit = checkpoints_total_limit
+        self.pending: tuple[int, Path] | None = None  # (step, temporary folder) awaiting a finite loss
+
+    def save(self, step: int) -> None:
+        """Write the state at `step` (every process); it becomes `checkpoint-<step>` at the next finite loss."""
+        self.commit()  # a pending one no loss check has reached (a loop that checks none) is kept as it is
+        self.pending = (step, _write_checkpoint(self.accelerator, self.output_dir, step, None))
+
+    def commit(self) -> Path | None:
+        """Make the pending checkpoint final now; return its path (None if there was none)."""
+        if self.pending is None:
+            return None
+        step, temporary = self.pending
+        self.pending = None
+        final = self.output_dir / f"checkpoint-{step}"
+        if self.accelerator.is_main_process:
+            _commit_checkpoint(self.output_dir, temporary, step, self.checkpoints_total_limit)
+        return final
+
+    def finish(self, step: int) -> Path:
+        """The checkpoint of `step` at the end of the loop (done, a signal, a time budget): the pending one
+        if it is for `step`, else a new one, committed at once since no later loss will test it."""
+        if self.pending is None or self.pending[0] != step:
+            self.save(step)
+        final = self.commit()
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def check_losses(self, losses: dict[str, torch.Tensor], step: int, commit: bool = True) -> None:
+        """`check_finite_losses` for the losses of `step` (computed from the weights after step - 1) on all
+        processes; then commit the pending checkpoint (unless `commit=False`: more losses of this step are still
+        to be checked). On a non-finite loss the pending checkpoint, whose weights gave it, is deleted and
+        `NonFiniteLossError` names the newest safe checkpoint (one saved before step - 1)."""
+        offenders = non_finite_losses(losses, self.accelerator)
+        if offenders is None:
+            if commit:
+                self.commit()
+            return
+        discarded = ""
+        if self.pending is not None:
+            pending_step, temporary = self.pending
+            self.pending = None
+            if self.accelerator.is_main_process:
+                shutil.rmtree(temporary, ignore_errors=True)
+            discarded = f" checkpoint-{pending_step}, saved just before, was discarded: its weights gave this loss."
+        # The loss of `step` came from the weights after step - 1: a checkpoint of that step (one committed
+        # without a later loss check, e.g. the one this run resumed from) would reproduce it.
+        checkpoints = list_checkpoints(self.output_dir)
+        unsafe = [path.name for saved_step, path in checkpoints if saved_step >= step - 1]
+        if unsafe:
+            discarded += f" {', '.join(unsafe)} holds the weights that gave it."
+        safe = next((path for saved_step, path in reversed(checkpoints) if saved_step < step - 1), None)
+        if safe is None:
+            advice = f" No checkpoint in {self.output_dir} is safe; start again"
+        else:
+            advice = (f" The newest safe checkpoint is {safe} (its weights gave finite losses); resume with "
+                      f"--resume_from_checkpoint {safe}")
+        raise NonFiniteLossError(f"non-finite loss at step {step}: {offenders}. Training stopped before the optimizer "
+                                 f"step.{discarded}{advice}, e.g. with a lower learning rate or fp32/bf16 instead "
+                                 "of fp16.")
+
+
+def set_aside_later_checkpoints(output_dir: str | os.PathLike, step: int) -> Path | None:
+    """Move the checkpoints after `step` into `<output_dir>/abandoned-<time>/`; return that folder (None if none).
+
+    A run that starts at `step` (0 for a fresh start, or a resume from an earlier checkpoint) begins a new
+    branch: later checkpoints belong to the run it replaces, and `--resume_from_checkpoint latest` must never
+    pick them. They are moved, not deleted. Main process only, before training.
+    """
+    output_dir = Path(output_dir)
+    later = [path for saved_step, path in list_checkpoints(output_dir) if saved_step > step]
+    if not later:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder, suffix = output_dir / f"abandoned-{stamp}", 1
+    while folder.exists():
+        folder, suffix = output_dir / f"abandoned-{stamp}-{suffix}", suffix + 1
+    folder.mkdir()
+    for path in later:
+        os.replace(path, folder / path.name)
+    logger.warning("this run starts at step %d: moved %s (a run that went past step %d) to %s, so that "
+                   "--resume_from_checkpoint latest picks this run's checkpoints only",
+                   step, ", ".join(path.name for path in later), step, folder)
+    return folder
 
 
 def checkpoint_step(path: str | os.PathLike) -> int:
@@ -167,6 +330,48 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpo
     return path, checkpoint_step(path)
 
 
+def resume_training(accelerator, output_dir: str | os.PathLike, resume_from_checkpoint: str | None,
+                    max_train_steps: int, check_checkpoint=None) -> int:
+    """Start or resume a run in `output_dir`; return the global step it starts at (every process calls it).
+
+    `--resume_from_checkpoint` is resolved (`resolve_resume_checkpoint`); a checkpoint past `max_train_steps`
+    is refused (ValueError: the run would end before it starts); `check_checkpoint(path)` may refuse one
+    saved with other settings (e.g. with or without EMA weights) before anything is loaded. Checkpoints after
+    the starting step, which belong to a run this one replaces, are moved aside (`set_aside_later_checkpoints`).
+    Then the state is loaded with `accelerator.load_state`.
+    """
+    resumed = resolve_resume_checkpoint(output_dir, resume_from_checkpoint)
+    step = 0
+    if resumed is not None:
+        path, step = resumed
+        if step > max_train_steps:
+            raise ValueError(f"--resume_from_checkpoint {resume_from_checkpoint} gives {path} at step {step}, past "
+                             f"this run's last step {max_train_steps} (--max_train_steps, or the epochs): nothing to "
+                             f"train. Give a last step of {step} or more, or resume from an earlier checkpoint: "
+                             f"{[p.name for _, p in list_checkpoints(output_dir)]}")
+        if check_checkpoint is not None:
+            check_checkpoint(path)
+    accelerator.wait_for_everyone()  # every process has resolved the checkpoint before any is moved
+    if accelerator.is_main_process:
+        set_aside_later_checkpoints(output_dir, step)
+    accelerator.wait_for_everyone()
+    if resumed is not None:
+        accelerator.load_state(str(path))
+        if accelerator.is_main_process:
+            logger.info("resuming from %s at step %d", path, step)
+            if step == max_train_steps:
+                logger.warning("%s is at the run's last step %d: no training left, only the final save", path, step)
+    return step
+
+
+def check_resume_setting(checkpoint: str | os.PathLike, flag: str, saved_with: bool, run_with: bool) -> None:
+    """ValueError when a checkpoint was saved with `flag` on and this run has it off, or the other way round."""
+    if saved_with != run_with:
+        state = "with" if saved_with else "without"
+        raise ValueError(f"{checkpoint} was saved {state} {flag} but this run is {'with' if run_with else 'without'} "
+                         f"it; resume {state} {flag} (or start a new run in another --output_dir)")
+
+
 def check_launch(accelerator) -> None:
     """Raise ValueError when the processes are not the run the launcher asked for.
 
@@ -203,17 +408,21 @@ class StopSignalGuard:
         for batch in loader:
             ...one optimisation step...
             if guard.should_stop(accelerator):   # agreed by all processes
-                break                            # then save, or just exit: nothing is half-written
+                break
+    if guard.signal_name:
+        exit_after_signal(accelerator, guard, checkpoints.finish(step), step)  # exit status 128 + signal
     ```
-    A second signal while stopping is logged and otherwise ignored (the first one already stops the run).
-    Previous handlers are restored on exit. Only the main thread can install signal handlers; elsewhere
-    the guard does nothing.
+    All processes stop after the same step, also when only one of them got the signal (a scheduler
+    stopping one rank, `kill` of one pid), and all exit with the same status. A second signal while
+    stopping is logged and otherwise ignored (the first one already stops the run). Previous handlers
+    are restored on exit. Only the main thread can install signal handlers; elsewhere the guard does nothing.
     """
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
         self.signals = signals
         self.requested = False
-        self.signal_name: str | None = None
+        self.signal_name: str | None = None  # after `should_stop` is True: the signal, on every process
+        self._received: int = 0  # this process's signal number
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame):
@@ -222,8 +431,9 @@ class StopSignalGuard:
             logger.warning("%s received again; still stopping after the current step", name)
             return
         self.requested = True
+        self._received = signum
         self.signal_name = name
-        logger.warning("%s received: finishing the current step, then stopping cleanly", name)
+        logger.warning("%s received: finishing the current step, then saving a checkpoint and stopping", name)
 
     def __enter__(self) -> "StopSignalGuard":
         import threading
@@ -240,11 +450,31 @@ class StopSignalGuard:
         return False
 
     def should_stop(self, accelerator=None) -> bool:
-        """True once any process received a signal (an all-reduce when several processes run)."""
-        if accelerator is None or accelerator.num_processes == 1:
-            return self.requested
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=accelerator.device)
-        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+        """True once any process received a signal (an all-reduce when several processes run); every
+        process then knows which (`signal_name`, `exit_code`)."""
+        received = self._received
+        if accelerator is not None and accelerator.num_processes > 1:
+            flag = torch.tensor([float(received)], device=accelerator.device)
+            received = int(accelerator.reduce(flag, reduction="max").item())
+        if received:
+            self.requested = True
+            self._received = received
+            self.signal_name = signal.Signals(received).name
+        return bool(received)
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's status for death by the signal: 143 for SIGTERM, 130 for SIGINT (0 before any)."""
+        return 128 + self._received if self._received else 0
+
+
+def exit_after_signal(accelerator, guard: StopSignalGuard, checkpoint: Path, step: int):
+    """End a run stopped by `guard`'s signal: say where it was saved and how to resume, exit 128 + signal."""
+    if accelerator.is_main_process:
+        logger.warning("stopped by %s at step %d: saved %s (complete). Resume by running the same command with "
+                       "--resume_from_checkpoint latest", guard.signal_name, step, checkpoint)
+    accelerator.end_training()
+    sys.exit(guard.exit_code)
 
 
 def ignore_stop_signals(worker_id: int | None = None) -> None:
@@ -262,22 +492,32 @@ def ignore_stop_signals(worker_id: int | None = None) -> None:
 # Loss checks
 
 
-def check_finite_losses(losses: dict[str, torch.Tensor], step: int, accelerator=None) -> None:
-    """Raise `NonFiniteLossError` if any loss is NaN/inf on any process (all processes raise together).
-
-    Call after the forward pass and before `backward`/`optimizer.step`, so the bad step changes nothing.
-    """
+def non_finite_losses(losses: dict[str, torch.Tensor], accelerator=None) -> str | None:
+    """None when every loss is finite on every process (an all-reduce when several run), else which are not,
+    with this process's values, e.g. `"loss (this process: {'loss': nan})"`."""
     values = torch.stack([loss.detach().float().reshape(()) for loss in losses.values()])
     bad = (~torch.isfinite(values)).float()
     if accelerator is not None and accelerator.num_processes > 1:
         bad = accelerator.reduce(bad.to(accelerator.device), reduction="sum")
-    if bool(bad.sum() > 0):
-        local = {name: float(value) for name, value in zip(losses, values.tolist())}
-        offenders = [name for name, flag in zip(losses, bad.tolist()) if flag > 0]
+    if not bool(bad.sum() > 0):
+        return None
+    local = {name: float(value) for name, value in zip(losses, values.tolist())}
+    offenders = [name for name, flag in zip(losses, bad.tolist()) if flag > 0]
+    return f"{', '.join(offenders)} (this process: {local})"
+
+
+def check_finite_losses(losses: dict[str, torch.Tensor], step: int, accelerator=None) -> None:
+    """Raise `NonFiniteLossError` if any loss is NaN/inf on any process (all processes raise together).
+
+    Call after the forward pass and before `backward`/`optimizer.step`, so the bad step changes nothing.
+    (`CheckpointManager.check_losses` does this and also keeps the checkpoints consistent with it.)
+    """
+    offenders = non_finite_losses(losses, accelerator)
+    if offenders is not None:
         raise NonFiniteLossError(
-            f"non-finite loss at step {step}: {', '.join(offenders)} (this process: {local}). Training stopped "
-            "before the optimizer step; the last saved checkpoint is intact. Resume with "
-            "--resume_from_checkpoint latest, e.g. with a lower learning rate or fp32/bf16 instead of fp16."
+            f"non-finite loss at step {step}: {offenders}. Training stopped before the optimizer step; the last "
+            "saved checkpoint is intact. Resume with --resume_from_checkpoint latest, e.g. with a lower learning "
+            "rate or fp32/bf16 instead of fp16."
         )
 
 
