@@ -19,9 +19,12 @@ from mgnt_hf import MGNTPipeline
 from test_train_mgnt import SCRIPT, train_arguments, workspace  # noqa: F401  (workspace is a fixture)
 
 CONFIGS = SCRIPT.parent / "accelerate_configs"
-PROBE = """from accelerate import Accelerator
+# One write per line: both processes share the pipe, and print() writes its pieces one by one (they interleaved).
+PROBE = """import sys
+from accelerate import Accelerator
 accelerator = Accelerator()
-print("launch-probe", accelerator.distributed_type, accelerator.num_processes, flush=True)
+sys.stdout.write(f"launch-probe {accelerator.distributed_type} {accelerator.num_processes}\\n")
+sys.stdout.flush()
 """
 
 
