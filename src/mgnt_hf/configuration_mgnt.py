@@ -161,6 +161,10 @@ class MGNTConfig(PretrainedConfig):
                     f"MGNTConfig.nested_widths entry {width} gives a fractional MLP size "
                     f"(intermediate_size * {width} / hidden_size = {self.intermediate_size * width / self.hidden_size})"
                 )
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+            raise ValueError(f"MGNTConfig.layer_norm_eps must be a finite number > 0 (it keeps LayerNorm from dividing "
+                             f"by zero), got {eps!r}")
         if not 0.0 <= float(self.class_dropout_prob) < 1.0:
             raise ValueError(f"MGNTConfig.class_dropout_prob must be in [0, 1), got {self.class_dropout_prob!r}")
         if not 0.0 <= float(self.hidden_dropout_prob) < 1.0:

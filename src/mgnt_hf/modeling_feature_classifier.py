@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_feature_classifier import MGNTFeatureClassifierConfig
+from .weights import SafetensorsOnlyMixin
 
 
 @dataclass
@@ -55,7 +56,7 @@ class MGNTConvStage(nn.Module):
         return F.max_pool2d(hidden_states, 2)
 
 
-class MGNTFeatureClassifierPreTrainedModel(PreTrainedModel):
+class MGNTFeatureClassifierPreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     config_class = MGNTFeatureClassifierConfig
     base_model_prefix = "classifier"
     main_input_name = "pixel_values"
@@ -129,3 +130,8 @@ class MGNTFeatureClassifier(MGNTFeatureClassifierPreTrainedModel):
             loss = F.cross_entropy(logits.float(), labels)
         return MGNTFeatureClassifierOutput(loss=loss, logits=logits, features=features)
 
+
+# Registered where both classes exist, so every way of importing them (a name from `mgnt_hf`, this module, a saved
+# pipeline's model_index.json) lets AutoConfig/AutoModel load saved "mgnt_feature_classifier" models.
+AutoConfig.register("mgnt_feature_classifier", MGNTFeatureClassifierConfig, exist_ok=True)
+AutoModel.register(MGNTFeatureClassifierConfig, MGNTFeatureClassifier, exist_ok=True)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils._pytree as pytree
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -33,6 +33,7 @@ from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_mgnt import MGNTConfig
+from .weights import SafetensorsOnlyMixin
 
 # Keyword arguments of `MGNTTransformer.forward` besides its named ones (the transformers conventions it honours).
 FORWARD_KWARGS = ("output_attentions", "output_hidden_states", "num_items_in_batch")
@@ -327,9 +328,20 @@ class MGNTLayer(GradientCheckpointingLayer):
         return hidden_states + self.dropout(transformed)
 
 
-class MGNTPreTrainedModel(PreTrainedModel):
+class MGNTPreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     config_class = MGNTConfig
     config: MGNTConfig
+    # (tensor name pattern, config field, the field's value a saved shape means): `mgnt_hf.weights` names the field
+    # when a config disagrees with its weights. Tried in order; the first whose value differs is reported.
+    config_fields_of_weights = (
+        (r"embeddings\.token_embeddings\.weight", "codebook_size", lambda shape: shape[0] - 1),  # + the mask id
+        (r"output_head\.(weight|bias)", "codebook_size", lambda shape: shape[0]),
+        (r"embeddings\.class_embeddings\.weight", "num_classes", lambda shape: shape[0] - 1),  # + the null class
+        (r"embeddings\.position_embeddings", "token_grid", lambda shape: f"of {shape[0]} (h x w) positions"),
+        (r"embeddings\.temporal_position_embeddings", "token_grid", lambda shape: f"of {shape[0]} latent frames"),
+        (r"layers\.\d+\.mlp\.fc1\.weight", "intermediate_size", lambda shape: shape[0]),
+        (r"embeddings\.token_embeddings\.weight", "hidden_size", lambda shape: shape[1]),
+    )
     base_model_prefix = "mgnt"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
@@ -600,3 +612,9 @@ def count_forward_flops(config: MGNTConfig, width: int | None = None, batch_size
     per_layer = projections + attention + mlp
     head = output_rows * width * config.codebook_size
     return 2 * batch_size * (config.num_hidden_layers * per_layer + head)
+
+
+# Registered where both classes exist, so every way of importing them (a name from `mgnt_hf`, this module, a saved
+# pipeline's model_index.json) lets AutoConfig/AutoModel load saved "mgnt" models.
+AutoConfig.register("mgnt", MGNTConfig, exist_ok=True)
+AutoModel.register(MGNTConfig, MGNTTransformer, exist_ok=True)

@@ -25,12 +25,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_vq import MGNTVQConfig
+from .weights import SafetensorsOnlyMixin
 
 
 @dataclass
@@ -403,9 +404,15 @@ class MGNTVQQuantizer(nn.Module):
         )
 
 
-class MGNTVQPreTrainedModel(PreTrainedModel):
+class MGNTVQPreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     config_class = MGNTVQConfig
     config: MGNTVQConfig
+    # (tensor name pattern, config field, the field's value a saved shape means), as in `MGNTPreTrainedModel`.
+    config_fields_of_weights = (
+        (r"quantizer\.(codebook\.weight|code_usage)", "codebook_size", lambda shape: shape[0]),
+        (r"quantizer\.codebook\.weight", "embedding_dim", lambda shape: shape[1]),
+        (r"encoder\.conv_in\.weight", "num_channels", lambda shape: shape[1]),
+    )
     base_model_prefix = "mgnt_vq"
     main_input_name = "pixel_values"
     input_modalities = ("image", "video")
@@ -548,3 +555,9 @@ class MGNTVQModel(MGNTVQPreTrainedModel):
             num_restarted_codes=quantizer_output.num_restarted_codes,
         )
         return output if return_dict else output.to_tuple()
+
+
+# Registered where both classes exist, so every way of importing them (a name from `mgnt_hf`, this module, a saved
+# pipeline's model_index.json) lets AutoConfig/AutoModel load saved "mgnt_vq" models.
+AutoConfig.register("mgnt_vq", MGNTVQConfig, exist_ok=True)
+AutoModel.register(MGNTVQConfig, MGNTVQModel, exist_ok=True)

@@ -8,13 +8,15 @@ images: the `__call__` signature, the output layouts and the model card (`model_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
 
-from .pipeline_mgnt_base import MGNTBasePipeline
+from .pipeline_mgnt_base import DEFAULT_MAX_BATCH_SIZE, MGNTBasePipeline
+from .utils.checks import check_positive_int
 from .resources import IMAGE_CARD_TEMPLATE
 
 
@@ -110,13 +112,15 @@ class MGNTPipeline(MGNTBasePipeline):
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers convention)
         cache_refresh_interval: int | None | str = "scheduler",
         max_gflops_per_image: float | None = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> MGNTPipelineOutput | tuple:
         r"""
         Generate images of the given classes.
 
         Args:
-            class_labels: an int, a label name from `transformer.config.id2label` (case-insensitive), a list of
-                them, or an integer tensor. Ids must be in `[0, num_classes)`.
+            class_labels: an int (numpy integers too), a label name from `transformer.config.id2label`
+                (case-insensitive), a list of them, or an integer tensor or numpy array. Ids must be in
+                `[0, num_classes)`.
             num_inference_steps (`int`, *optional*): decoding steps `T`, at most the number of grid tokens; the
                 scheduler's width schedule is stretched to it. Default: the width schedule's own total.
             guidance_scale (`float`, *optional*): classifier-free guidance `uncond + s * (cond - uncond)` on the
@@ -135,8 +139,9 @@ class MGNTPipeline(MGNTBasePipeline):
                 counts from each image's own unknown tokens. If images start with different numbers of unknown
                 tokens their active sets differ in size, and every step is then a full pass.
             callback_on_step_end: `callback(pipe, step, timestep, callback_kwargs) -> dict`, called after each
-                step with the tensors named in `callback_on_step_end_tensor_inputs` (`latents`: the token grid
-                `[B, h, w]`); a returned `latents` replaces the grid.
+                step (of each batch, see `max_batch_size`) with the tensors named in
+                `callback_on_step_end_tensor_inputs` (`latents`: the token grid `[b, h, w]` of the batch); a returned
+                `latents` replaces the grid. Anything but a dict (or None) raises `ValueError`.
             cache_refresh_interval: `None` or a positive int (see [`MGNTScheduler`]); `"scheduler"` takes the
                 scheduler's setting.
             max_gflops_per_image (`float`, *optional*): a compute budget instead of a schedule: run the entry of the
@@ -144,6 +149,11 @@ class MGNTPipeline(MGNTBasePipeline):
                 FID among those that fit, so the output's `gflops_per_image` is at most this. Not combinable with
                 `num_inference_steps`, `width_schedule` or `use_cache`. `ValueError` when the pipeline has no table
                 or the budget is below its cheapest entry.
+            max_batch_size (`int`): the most images decoded at once (transformer, sampler and tokenizer; default
+                256, `DEFAULT_MAX_BATCH_SIZE`). A larger call runs in consecutive batches, so it needs the memory of
+                one batch plus the outputs. With one generator per image the decoded tokens do not depend on it
+                (pixels only by float rounding of the tokenizer); a single generator is drawn from batch after
+                batch.
 
         KV cache (docs/design.md, "KV cache"): every step runs `transformer.forward(..., width=w)`. The active
         tokens of a step are those still masked plus those whose id changed since the cache last saw them (revealed
@@ -155,7 +165,6 @@ class MGNTPipeline(MGNTBasePipeline):
         Returns:
             [`MGNTPipelineOutput`] or a tuple `(images, gflops_per_image)`.
         """
-        config = self.transformer.config
         self.check_components()
         guidance_scale = self.scheduler.config.guidance_scale if guidance_scale is None else guidance_scale
         self.check_inputs(output_type, num_images_per_prompt, guidance_scale, use_cache, cache_refresh_interval,
@@ -172,18 +181,22 @@ class MGNTPipeline(MGNTBasePipeline):
         use_cache = self.scheduler.config.use_cache if use_cache is None else use_cache
         device = self._execution_device
 
+        max_batch_size = check_positive_int("max_batch_size", max_batch_size)
+        num_images_per_prompt = int(num_images_per_prompt)  # checked above; numpy integers become ints
+
         labels = torch.tensor(self.get_label_ids(class_labels), device=device).repeat_interleave(num_images_per_prompt)
         batch_size = labels.shape[0]
         self.check_generator(generator, batch_size)
         step_widths = self.prepare_timesteps(num_inference_steps, width_schedule, device)
         self._guidance_scale = guidance_scale
 
-        tokens = self.prepare_latents(latents, batch_size, device)  # [B, N]
-        tokens, total_flops, widths_run, full_passes = self.decode_tokens(
+        tokens = None if latents is None else self.prepare_latents(latents, batch_size, device)  # [B, N]
+        batches, total_flops, widths_run, full_passes = self.decode_in_batches(
             labels, tokens, step_widths, generator, use_cache, cache_refresh_interval, callback_on_step_end,
-            callback_on_step_end_tensor_inputs)
+            callback_on_step_end_tensor_inputs, max_batch_size,
+            partial(images_from_token_grids, self, output_type=output_type))
+        images = self.join_batches(batches, output_type)
 
-        images = images_from_token_grids(self, tokens.view(batch_size, *config.token_grid), output_type)
         self.maybe_free_model_hooks()
         gflops_per_image = total_flops / 1e9 / batch_size
         if not return_dict:

@@ -14,6 +14,7 @@ loading, model cards and publishing.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -28,6 +29,11 @@ from .scheduling_mgnt import MGNTScheduler, check_cache_refresh_interval
 from .utils.checks import check_choice, check_finite_number, check_guidance_scale, check_positive_int
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# The most outputs one batch of a call decodes by default (`max_batch_size`). A step holds a few float32 tensors
+# of N x codebook_size per output (the logits of both guidance branches, the guided logits, the sampler's noise):
+# about 5 MB per output for 16x16 tokens and 1024 codes (an estimate from the shapes), so a batch of 256 needs
+# roughly 1-2 GB; larger calls run batch after batch.
+DEFAULT_MAX_BATCH_SIZE = 256
 
 
 def count_decode_flops(config, decode_plan: list[tuple[float, bool, int]], guided: bool) -> int:
@@ -67,6 +73,8 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "transformer->vqvae"
     _optional_components = ["vqvae"]
+    component_classes: ClassVar[dict[str, type]] = {
+        "transformer": MGNTTransformer, "vqvae": MGNTVQModel, "scheduler": MGNTScheduler}
     _callback_tensor_inputs = ["latents"]
     # How error messages name one output, the per-prompt argument and what the batch is counted from.
     output_name: ClassVar[str] = "image"
@@ -102,10 +110,15 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
     # ---------------------------------------------------------------- components and labels
 
     def check_components(self) -> None:
-        """Raise `ValueError` if the tokenizer and the transformer do not share codebook size and token grid."""
-        if self.vqvae is None:
+        """Raise `ValueError` if the components do not fit together ([`check_component_configs`])."""
+        self.check_component_configs(self.transformer.config, None if self.vqvae is None else self.vqvae.config)
+
+    @classmethod
+    def check_component_configs(cls, transformer_config, vq_config) -> None:
+        """Raise `ValueError` if the tokenizer and the transformer do not share codebook size and token grid (the
+        configs alone: `from_pretrained` runs this before any weights load)."""
+        if vq_config is None:
             return
-        transformer_config, vq_config = self.transformer.config, self.vqvae.config
         if transformer_config.codebook_size != vq_config.codebook_size:
             raise ValueError(
                 f"the tokenizer has codebook_size {vq_config.codebook_size} but the transformer "
@@ -153,7 +166,8 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
         return names
 
     def get_label_ids(self, class_labels) -> list[int]:
-        """Class ids for an int, a name, a list of them, or an integer tensor; `ValueError` for anything else."""
+        """Class ids for an int (numpy integers too), a name, a list of them, or an integer tensor or numpy array;
+        `ValueError` for anything else."""
         num_classes = self.transformer.config.num_classes
         names = self.labels
         allowed = f"integers in [0, {num_classes})" + (f" or names {sorted(names)}" if names else "")
@@ -161,6 +175,11 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
             if class_labels.dtype == torch.bool or class_labels.is_floating_point() or class_labels.is_complex() \
                     or class_labels.dim() > 1:
                 raise ValueError(f"class_labels tensor must hold integers in one dimension ({allowed}), "
+                                 f"got {class_labels.dtype} {list(class_labels.shape)}")
+            items = class_labels.reshape(-1).tolist()
+        elif isinstance(class_labels, np.ndarray):
+            if not np.issubdtype(class_labels.dtype, np.integer) or class_labels.ndim > 1:
+                raise ValueError(f"class_labels array must hold integers in one dimension ({allowed}), "
                                  f"got {class_labels.dtype} {list(class_labels.shape)}")
             items = class_labels.reshape(-1).tolist()
         elif isinstance(class_labels, (list, tuple)):
@@ -207,7 +226,15 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
                              f"allowed: {self._callback_tensor_inputs}")
 
     def check_generator(self, generator, batch_size: int) -> None:
-        """`ValueError` unless `generator` is None, one generator, or a list of one per output."""
+        """`ValueError` unless `generator` is None, one `torch.Generator`, or a list of one per output."""
+        if generator is None:
+            return
+        allowed = f"None, a torch.Generator or a list of one torch.Generator per {self.output_name}"
+        generators = generator if isinstance(generator, (list, tuple)) else [generator]
+        wrong = [item for item in generators if not isinstance(item, torch.Generator)]
+        if wrong:
+            raise ValueError(f"generator must be {allowed}, got {type(wrong[0]).__name__} {wrong[0]!r} (seed one with "
+                             f"torch.Generator().manual_seed(seed))")
         if isinstance(generator, (list, tuple)) and len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for {batch_size} {self.output_name}s "
                              f"({self.prompts_name} x {self.num_per_prompt_name}); pass one per {self.output_name} "
@@ -256,8 +283,10 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
         """Set the scheduler's steps for this call (at most one per grid token); return the width of each step."""
         config = self.transformer.config
         num_tokens = config.num_grid_tokens
-        if num_inference_steps is not None and not isinstance(num_inference_steps, bool) \
-                and isinstance(num_inference_steps, int) and num_inference_steps > num_tokens:
+        # A numpy integer becomes a Python int here: numpy arithmetic would wrap around in the schedule maths.
+        if num_inference_steps is not None:
+            num_inference_steps = check_positive_int("num_inference_steps", num_inference_steps)
+        if num_inference_steps is not None and num_inference_steps > num_tokens:
             raise ValueError(f"num_inference_steps {num_inference_steps} exceeds the {num_tokens} grid tokens; "
                              f"allowed: 1..{num_tokens}")
         self.scheduler.set_timesteps(num_inference_steps, width_schedule=width_schedule, device=device)
@@ -286,6 +315,64 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
         if bool(((latents < 0) | (latents > config.mask_token_id)).any()):
             raise ValueError(f"latents must hold ids in [0, {config.codebook_size}] ({config.mask_token_id} = unknown)")
         return latents.reshape(batch_size, num_tokens).to(device)
+
+    def decode_in_batches(
+        self,
+        labels: torch.LongTensor,
+        tokens: torch.LongTensor | None,
+        step_widths: list[int],
+        generator,
+        use_cache: bool,
+        cache_refresh_interval: int | None | str,
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs: list[str],
+        max_batch_size: int,
+        to_output: Callable[[torch.LongTensor], object],
+    ) -> tuple[list, int, list[int | None], list[bool]]:
+        """[`decode_tokens`] over consecutive batches of at most `max_batch_size` outputs, each turned into its
+        output by `to_output(token_grids [b, *token_grid])` before the next batch starts: the transformer, the
+        sampler and the tokenizer never hold more than one batch, so a call of any size needs the memory of one
+        batch plus its outputs.
+
+        `tokens` is the start grid `[B, N]`, or None for all masked (then made one batch at a time). With one
+        generator per output (a list) every output's tokens are exactly those of a single batch of all (its pixels
+        too, up to the float rounding of the tokenizer's convolutions, which varies with the batch size); one
+        generator (or None) is drawn from batch after batch. The guidance scale starts at the call's value in every batch (a step
+        callback may change it, and runs once per step of each batch).
+
+        Returns `(outputs per batch, total_flops, widths_run, full_passes)`: per step, the width run (None where no
+        batch had a token left) and whether any batch ran a full pass.
+        """
+        guidance_scale = self._guidance_scale
+        outputs, total_flops, widths_run, full_passes = [], 0, None, None
+        for start in range(0, labels.shape[0], max_batch_size):
+            batch = slice(start, start + max_batch_size)
+            batch_labels = labels[batch]
+            batch_tokens = self.prepare_latents(None, batch_labels.shape[0], labels.device) if tokens is None \
+                else tokens[batch]
+            batch_generator = generator[batch] if isinstance(generator, (list, tuple)) else generator
+            self._guidance_scale = guidance_scale
+            batch_tokens, flops, batch_widths, batch_full_passes = self.decode_tokens(
+                batch_labels, batch_tokens, step_widths, batch_generator, use_cache, cache_refresh_interval,
+                callback_on_step_end, callback_on_step_end_tensor_inputs)
+            outputs.append(to_output(batch_tokens.view(batch_labels.shape[0], *self.transformer.config.token_grid)))
+            total_flops += flops
+            if widths_run is None:
+                widths_run, full_passes = batch_widths, batch_full_passes
+            else:
+                widths_run = [width if width is not None else other for width, other in zip(widths_run, batch_widths)]
+                full_passes = [first or other for first, other in zip(full_passes, batch_full_passes)]
+        return outputs, total_flops, widths_run, full_passes
+
+    @staticmethod
+    def join_batches(batches: list, output_type: str):
+        """The outputs of [`decode_in_batches`]'s batches as one output: lists (`"pil"`) chained, arrays (`"np"`)
+        and tensors (`"pt"`, `"latent"`) concatenated along the batch."""
+        if output_type == "pil":
+            return [item for batch in batches for item in batch]
+        if output_type == "np":
+            return np.concatenate(batches)
+        return torch.cat(batches)
 
     def decode_tokens(
         self,
@@ -401,7 +488,12 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
         latents = tokens.view(batch_size, *self.transformer.config.token_grid)
         tensors = {"latents": latents}
         callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
-        callback_outputs = callback_on_step_end(self, step_index, timestep, callback_kwargs) or {}
+        callback_outputs = callback_on_step_end(self, step_index, timestep, callback_kwargs)
+        if callback_outputs is None:
+            callback_outputs = {}
+        if not isinstance(callback_outputs, dict):
+            raise ValueError(f"callback_on_step_end must return a dict (e.g. its callback_kwargs, or {{}}), got "
+                             f"{type(callback_outputs).__name__} {callback_outputs!r}")
         latents = callback_outputs.pop("latents", latents)
         return self.prepare_latents(latents, batch_size, tokens.device)
 

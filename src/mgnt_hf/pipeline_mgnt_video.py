@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
 
-from .pipeline_mgnt_base import MGNTBasePipeline
+from .pipeline_mgnt_base import DEFAULT_MAX_BATCH_SIZE, MGNTBasePipeline
+from .utils.checks import check_positive_int
 from .resources import VIDEO_CARD_TEMPLATE
 
 
@@ -90,18 +92,19 @@ class MGNTVideoPipeline(MGNTBasePipeline):
 
     # ---------------------------------------------------------------- checks
 
-    def check_components(self) -> None:
+    @classmethod
+    def check_component_configs(cls, transformer_config, vq_config) -> None:
         """`ValueError` unless the transformer takes `(t, h, w)` grids and the tokenizer (if any) is a video
         tokenizer; then the codebook and token grid checks of [`MGNTBasePipeline`]."""
-        token_grid = tuple(self.transformer.config.token_grid)
-        tokenizer_is_video = self.vqvae is None or self.vqvae.config.is_video
+        token_grid = tuple(transformer_config.token_grid)
+        tokenizer_is_video = vq_config is None or vq_config.is_video
         if len(token_grid) != 3 or not tokenizer_is_video:
-            tokenizer = "no" if self.vqvae is None else "a video" if tokenizer_is_video else "an image"
+            tokenizer = "no" if vq_config is None else "a video" if tokenizer_is_video else "an image"
             raise ValueError(
                 f"MGNTVideoPipeline needs a video tokenizer (vqvae.config.is_video: num_frames set) and a transformer "
                 f"with a 3-entry token_grid (t, h, w); got {tokenizer} tokenizer and token_grid {token_grid}"
             )
-        super().check_components()
+        super().check_component_configs(transformer_config, vq_config)
 
     def _check_prompts(self, class_labels, context_frames, latents) -> None:
         """What a call asks for: labels, context frames or both; a start grid only without context."""
@@ -227,6 +230,16 @@ class MGNTVideoPipeline(MGNTBasePipeline):
 
     # ---------------------------------------------------------------- generation
 
+    def _to_output(self, token_videos: torch.LongTensor, output_type: str):
+        """Token videos `[b, t, h, w]` -> videos of `output_type` (for one batch of a call)."""
+        if output_type == "latent":
+            return token_videos
+        frames = self.decode_pixels(token_videos).permute(0, 2, 1, 3, 4)  # [b, T, C, H, W] in [0, 1]
+        if output_type == "pt":
+            return frames
+        frames = frames.cpu().permute(0, 1, 3, 4, 2).numpy()  # [b, T, H, W, C]
+        return [self.numpy_to_pil(video) for video in frames] if output_type == "pil" else frames
+
     @torch.no_grad()
     def __call__(
         self,
@@ -244,13 +257,14 @@ class MGNTVideoPipeline(MGNTBasePipeline):
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers convention)
         cache_refresh_interval: int | None | str = "scheduler",
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> MGNTVideoPipelineOutput | tuple:
         r"""
         Generate videos of the given classes, or predict the rest of videos from their first frames.
 
         Args:
             class_labels (*optional*): an int, a label name from `transformer.config.id2label`, a list of them, or
-                an integer tensor; ids in `[0, num_classes)`. With `context_frames`: None (the null class is the
+                an integer tensor or numpy array; ids in `[0, num_classes)`. With `context_frames`: None (the null class is the
                 condition and guidance is off) or one label per context video.
             context_frames (*optional*): the first `Tc` frames of each video, in [0, 1]: a torch tensor
                 `[B, Tc, C, H, W]` (the `"pt"` output layout), a numpy array `[B, Tc, H, W, C]` (the `"np"`
@@ -278,11 +292,12 @@ class MGNTVideoPipeline(MGNTBasePipeline):
                 token grid `[B, t, h, w]`.
             cache_refresh_interval: `None` or a positive int (see [`MGNTScheduler`]); `"scheduler"` takes the
                 scheduler's setting.
+            max_batch_size (`int`): the most videos decoded at once (default 256), as in [`MGNTPipeline`]: a larger
+                call runs in consecutive batches; with one generator per video the tokens do not depend on it.
 
         Returns:
             [`MGNTVideoPipelineOutput`] or a tuple `(frames, gflops_per_video)`.
         """
-        config = self.transformer.config
         self.check_components()
         self._check_prompts(class_labels, context_frames, latents)
         guidance_scale = self._resolve_guidance_scale(class_labels, guidance_scale)
@@ -290,6 +305,8 @@ class MGNTVideoPipeline(MGNTBasePipeline):
                           callback_on_step_end_tensor_inputs)
         use_cache = self.scheduler.config.use_cache if use_cache is None else use_cache
         device = self._execution_device
+        max_batch_size = check_positive_int("max_batch_size", max_batch_size)
+        num_videos_per_prompt = int(num_videos_per_prompt)  # checked above; numpy integers become ints
 
         context_pixels = None if context_frames is None else self._context_pixels(context_frames)  # [Bc, C, Tc, H, W]
         labels = self._prompt_labels(class_labels, context_pixels, device).repeat_interleave(num_videos_per_prompt)
@@ -300,23 +317,14 @@ class MGNTVideoPipeline(MGNTBasePipeline):
 
         if context_pixels is None:
             num_context_frames = 0
-            tokens = self.prepare_latents(latents, batch_size, device)  # [B, N]
+            tokens = None if latents is None else self.prepare_latents(latents, batch_size, device)  # [B, N]
         else:
             num_context_frames = context_pixels.shape[2]
             tokens = self._context_start_grid(context_pixels, num_videos_per_prompt, device)  # [B, N]
-        tokens, total_flops, widths_run, full_passes = self.decode_tokens(
+        batches, total_flops, widths_run, full_passes = self.decode_in_batches(
             labels, tokens, step_widths, generator, use_cache, cache_refresh_interval, callback_on_step_end,
-            callback_on_step_end_tensor_inputs)
-
-        token_videos = tokens.view(batch_size, *config.token_grid)  # [B, t, h, w]
-        if output_type == "latent":
-            frames = token_videos
-        else:
-            frames = self.decode_pixels(token_videos).permute(0, 2, 1, 3, 4)  # [B, T, C, H, W] in [0, 1]
-            if output_type != "pt":
-                frames = frames.cpu().permute(0, 1, 3, 4, 2).numpy()  # [B, T, H, W, C]
-                if output_type == "pil":
-                    frames = [self.numpy_to_pil(video) for video in frames]
+            callback_on_step_end_tensor_inputs, max_batch_size, partial(self._to_output, output_type=output_type))
+        frames = self.join_batches(batches, output_type)
 
         self.maybe_free_model_hooks()
         gflops_per_video = total_flops / 1e9 / batch_size
