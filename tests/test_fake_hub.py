@@ -163,11 +163,11 @@ def test_pushed_mgnt_transformer_loads_by_repo_id_with_identical_logits(fake_hub
     reloaded_logits = tmp_path / "reloaded.safetensors"
     pull = f"""
         import torch
-        import mgnt_hf  # registers MGNTConfig/MGNTTransformer with the Auto classes
+        from mgnt_hf import MGNTTransformer  # importing an mgnt_hf name registers the Auto classes
         from safetensors.torch import load_file, save_file
         from transformers import AutoModel
         model = AutoModel.from_pretrained("user/tiny-mgnt")
-        assert type(model) is mgnt_hf.MGNTTransformer, type(model)
+        assert type(model) is MGNTTransformer, type(model)
         reference = load_file({str(inputs_and_logits)!r})
         with torch.no_grad():
             logits = {{

@@ -164,6 +164,21 @@ def write_video(frames, path: str | os.PathLike, fps: float = 8) -> str:
     return path
 
 
+def to_channels(video: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 frames `[T, H, W, C]` (C = 1 or 3) with `channels` channels: RGB -> gray by PIL's `convert("L")`
+    luma (ITU-R 601-2, in the same integer arithmetic, so a gray video written as RGB reads back exactly), gray ->
+    RGB by repeating the channel. `ValueError` for other channel counts."""
+    have = video.shape[-1]
+    if have == channels:
+        return video
+    if (have, channels) == (3, 1):
+        red, green, blue = (video[..., index].astype(np.uint32) for index in range(3))
+        return ((red * 19595 + green * 38470 + blue * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
+    if (have, channels) == (1, 3):
+        return np.repeat(video, 3, axis=-1)
+    raise ValueError(f"cannot convert a video with {have} channels to {channels}; allowed: 1 (gray) and 3 (RGB)")
+
+
 def export_to_video(frames, output_path: str | os.PathLike, fps: int = 8) -> str:
     """Write one video of a pipeline output to `output_path` (`.mp4` through PyAV or `.gif` through PIL, by
     `write_video`); return the path.

@@ -19,17 +19,31 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 
+GRID_PADDING = 2
+
+
+def _name_column_width(row_names: list[str], font) -> int:
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    return max(int(measure.textlength(name, font=font)) for name in row_names) + 12
+
+
+def labelled_grid_size(row_names: list[str], images_per_row: int, image_size: tuple[int, int]) -> tuple[int, int]:
+    """`(width, height)` in pixels of the [`labelled_grid`] of images of `image_size` `(width, height)` (after
+    upscaling), known before any image exists."""
+    width, height = image_size
+    name_width = _name_column_width(row_names, ImageFont.load_default())
+    return name_width + images_per_row * (width + GRID_PADDING), len(row_names) * (height + GRID_PADDING)
+
+
 def labelled_grid(images, row_names: list[str], images_per_row: int, scale: int) -> Image.Image:
     """One row per name: the name, then that row's `images_per_row` images (PIL images, upscaled `scale` x,
     nearest), rows in order; image `row * images_per_row + column` goes to (row, column). White background,
     2 px gaps."""
     font = ImageFont.load_default()
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     width, height = images[0].width * scale, images[0].height * scale
-    text_width = max(int(measure.textlength(name, font=font)) for name in row_names) + 12
-    padding = 2
-    grid = Image.new("RGB", (text_width + images_per_row * (width + padding), len(row_names) * (height + padding)),
-                     "white")
+    text_width = _name_column_width(row_names, font)
+    padding = GRID_PADDING
+    grid = Image.new("RGB", labelled_grid_size(row_names, images_per_row, (width, height)), "white")
     draw = ImageDraw.Draw(grid)
     for row, name in enumerate(row_names):
         top = row * (height + padding)

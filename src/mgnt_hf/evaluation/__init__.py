@@ -44,6 +44,7 @@ from .data import (
 )
 from .frontier import evaluate_frontier, fair_comparison, frontier_rows, pareto_front, write_frontier
 from .image import (
+    cached_tokenizer_reconstruction,
     evaluate_pipeline,
     format_results_table,
     plot_quality_vs_gflops,
@@ -148,6 +149,7 @@ __all__ = [
     "FeatureStatistics",
     "FeatureStatisticsAccumulator",
     "cached_reference_statistics",
+    "cached_tokenizer_reconstruction",
     "class_accuracy",
     "classifier_fid",
     "classifier_outputs",
@@ -197,6 +199,7 @@ __all__ = [
     "plot_quality_vs_gflops",
     "sample_row",
     "tokenizer_reconstruction",
+    "tokenizer_reconstruction_key",
     "write_results",
     "write_video_results",
 ]

@@ -22,7 +22,9 @@ clock. Rows are names or [`QualityRow`]s (`mgnt_hf.evaluation.rows`).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,13 @@ from ..modeling_feature_classifier import MGNTFeatureClassifier
 from ..utils.checks import check_non_negative_int, check_positive_int
 from ..visualization import write_sample_grid
 from .data import fashion_mnist_pixels, load_classifier, real_subset_indices
-from .metrics import FeatureStatistics, cached_reference_statistics, evaluate_samples, inception_fid
+from .metrics import (
+    FeatureStatistics,
+    cached_reference_statistics,
+    evaluate_samples,
+    inception_fid,
+    reference_statistics_key,
+)
 from .rows import (
     QualityRow,
     baseline_result,
@@ -102,6 +110,40 @@ def tokenizer_reconstruction(
     scores = evaluate_samples(classifier, torch.cat(reconstructions), labels, reference, batch_size, device)
     return {"classifier_fid": scores["classifier_fid"], "mse": squared_error / pixels.numel(),
             "class_accuracy": scores["class_accuracy"], "num_images": int(pixels.shape[0])}
+
+
+def tokenizer_reconstruction_key(vqvae, classifier: MGNTFeatureClassifier, pixels: torch.Tensor,
+                                 labels: torch.Tensor | None) -> str:
+    """SHA-256 of the tokenizer's weights and buffers, of the classifier and reference images (their
+    [`reference_statistics_key`]) and of the labels: a cached reconstruction score is reused only for the same
+    tokenizer, classifier, images and labels."""
+    digest = hashlib.sha256(reference_statistics_key(classifier, pixels).encode())
+    for name, tensor in sorted(vqvae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    digest.update(b"no labels" if labels is None else labels.detach().to("cpu", torch.int64).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_tokenizer_reconstruction(vqvae, classifier: MGNTFeatureClassifier, pixels: torch.Tensor,
+                                    reference: FeatureStatistics, labels: torch.Tensor | None = None,
+                                    cache_dir: str | os.PathLike | None = None, batch_size: int = 500, device=None,
+                                    progress: bool = False) -> dict:
+    """[`tokenizer_reconstruction`] read from `cache_dir/tokenizer-<key>.json` when present (key:
+    [`tokenizer_reconstruction_key`]), else computed and written there, next to the reference statistics: the
+    reconstruction of 10k reference images takes minutes on a CPU and is the same in every evaluation of one
+    tokenizer. `cache_dir=None` computes without caching."""
+    if cache_dir is None:
+        return tokenizer_reconstruction(vqvae, classifier, pixels, reference, labels, batch_size, device, progress)
+    path = Path(cache_dir) / f"tokenizer-{tokenizer_reconstruction_key(vqvae, classifier, pixels, labels)[:24]}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = tokenizer_reconstruction(vqvae, classifier, pixels, reference, labels, batch_size, device, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.json")  # another run may write the same key
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(partial, path)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,6 +298,8 @@ def evaluate_pipeline(
         reference_labels: `[N]` class ids of `reference` (for accuracy of reconstructions and the real floor).
         reference_statistics: precomputed classifier statistics of `reference`; default computed (and cached in
             `cache_dir` when given, see [`cached_reference_statistics`]).
+        cache_dir: where the reference statistics and the tokenizer's reconstruction scores are cached (see
+            [`cached_tokenizer_reconstruction`]); None computes both at every call.
         inception_weights: torch-fidelity Inception weights file: also report standard Inception FID per row
             (against `reference`; needs the optional `torch-fidelity`).
         sample_grid_dir: when given, `<row>.png` with `grid_images_per_class` samples per class is written there.
@@ -313,8 +357,8 @@ def evaluate_pipeline(
     bar.close()
     baseline = _add_baseline_ratios(row_results)
 
-    tokenizer = tokenizer_reconstruction(pipeline.vqvae, classifier, reference.pixels, reference.statistics,
-                                         reference.labels, batch_size, device, progress)
+    tokenizer = cached_tokenizer_reconstruction(pipeline.vqvae, classifier, reference.pixels, reference.statistics,
+                                                reference.labels, cache_dir, batch_size, device, progress)
     subset = real_subset_indices(reference.labels, num_classes, samples_per_class, reference.pixels.shape[0])
     real_images = evaluate_samples(classifier, reference.pixels[subset],
                                    None if reference.labels is None else reference.labels[subset],

@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 
 from ..scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, MGNTScheduler, resolve_width_schedule
-from ..utils.checks import check_guidance_scale, check_positive_int
+from ..utils.checks import check_guidance_scale, check_positive_int, check_seed
+from ..utils.hardware import resolve_device
 
 BASELINE_ROW = "maskgit"
 CACHE_SUFFIX = "+cache"
@@ -256,16 +257,12 @@ def check_classifier_fits(pipeline, classifier) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`device`, or cuda when available, else cpu."""
-    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def seeded_generators(device, seed: int, count: int) -> list[torch.Generator]:
     """`count` generators seeded `seed, seed + 1, ...`, on CUDA for a CUDA `device`, else on the CPU.
 
     Output `j` of a call (or sample `start + j` with `seed + start`) gets its own generator, so a sample does not
-    depend on the batch it is drawn in."""
+    depend on the batch it is drawn in. `ValueError` unless every seed is one torch takes ([`check_seed`])."""
+    check_seed("seed", seed, count)
     generator_device = "cuda" if torch.device(device).type == "cuda" else "cpu"
     return [torch.Generator(generator_device).manual_seed(seed + index) for index in range(count)]
 

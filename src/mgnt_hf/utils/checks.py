@@ -58,3 +58,17 @@ def check_guidance_scale(value, name: str = "guidance_scale") -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0 (1 = no guidance), got {value!r}")
     return float(value)
+
+
+# `torch.Generator.manual_seed` takes seeds in [0, 2**64 - 1] (and raises a RuntimeError beyond).
+MAX_SEED = 2**64 - 1
+
+
+def check_seed(name: str, seed, count: int = 1) -> int:
+    """`seed` as an `int` such that the `count` seeds `seed, seed + 1, ..., seed + count - 1` all lie in
+    `[0, MAX_SEED]`, the range `torch.Generator.manual_seed` takes."""
+    last = MAX_SEED - count + 1
+    if not _is_integer(seed) or not 0 <= seed <= last:
+        needs = f" ({count} outputs take seeds {name} .. {name} + {count - 1})" if count > 1 else ""
+        raise ValueError(f"{name} must be an integer in [0, {last}]{needs}, got {seed!r}")
+    return int(seed)
