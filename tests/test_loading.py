@@ -60,7 +60,8 @@ def test_a_truncated_or_empty_weights_file_is_an_os_error_naming_it(damaged, com
      r"num_classes is 5 there, but model.safetensors was saved with num_classes 3"),
     ({"transformer": {"intermediate_size": 256}},
      r"intermediate_size is 256 there, but model.safetensors was saved with intermediate_size 128"),
-    ({"vqvae": {"embedding_dim": 16}}, r"embedding_dim is 16 there, but model.safetensors was saved with embedding_dim 8"),
+    ({"vqvae": {"embedding_dim": 16}},
+     r"embedding_dim is 16 there, but model.safetensors was saved with embedding_dim 8"),
 ])
 def test_a_config_that_disagrees_with_its_weights_names_the_field_and_both_values(damaged, changes, message):
     for component, fields in changes.items():

@@ -337,8 +337,8 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
         `tokens` is the start grid `[B, N]`, or None for all masked (then made one batch at a time). With one
         generator per output (a list) every output's tokens are exactly those of a single batch of all (its pixels
         too, up to the float rounding of the tokenizer's convolutions, which varies with the batch size); one
-        generator (or None) is drawn from batch after batch. The guidance scale starts at the call's value in every batch (a step
-        callback may change it, and runs once per step of each batch).
+        generator (or None) is drawn from batch after batch. The guidance scale starts at the call's value in every
+        batch (a step callback may change it, and runs once per step of each batch).
 
         Returns `(outputs per batch, total_flops, widths_run, full_passes)`: per step, the width run (None where no
         batch had a token left) and whether any batch ran a full pass.

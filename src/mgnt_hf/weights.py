@@ -136,8 +136,8 @@ def check_weights_fit_config(model_class, config, folder: str | os.PathLike, var
                       f"num_hidden_layers) or the file is incomplete: correct the config or save the model again")
     unexpected = saved.keys() - expected.keys()
     if unexpected:
-        raise OSError(f"the weights in {folder} hold {_tensors(len(unexpected))} that {folder / 'config.json'} does not "
-                      f"use: {_listed(unexpected)}; the config does not match the weights (e.g. num_hidden_layers): "
+        raise OSError(f"the weights in {folder} hold {_tensors(len(unexpected))} that {folder / 'config.json'} does "
+                      f"not use: {_listed(unexpected)}; the config does not match the weights (e.g. num_hidden_layers): "
                       f"correct the config or save the model again")
 
 
