@@ -88,3 +88,18 @@ def test_the_video_pipeline_batches_the_same_way(tiny_video_pipeline):
 def test_max_batch_size_must_be_a_positive_integer(tiny_pipeline, value):
     with pytest.raises(ValueError, match="max_batch_size must be a positive integer"):
         tiny_pipeline(0, max_batch_size=value, output_type="latent")
+
+
+def test_the_inpaint_pipeline_batches_the_same_way(tiny_pipeline):
+    from mgnt_hf import MGNTInpaintPipeline
+
+    inpaint = MGNTInpaintPipeline(**tiny_pipeline.components)
+    inpaint.set_progress_bar_config(disable=True)
+    image = torch.rand(1, 3, 16, 16)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., :8, :] = 1
+    kwargs = dict(num_images_per_prompt=5, output_type="latent")
+    whole = inpaint([0, 2], image, mask, generator=generators(10), **kwargs)
+    batched = inpaint([0, 2], image, mask, generator=generators(10), max_batch_size=4, **kwargs)
+    assert torch.equal(batched.images, whole.images)
+    assert batched.gflops_per_image == whole.gflops_per_image

@@ -13,6 +13,7 @@ following diffusers' `AmusedInpaintPipeline` conventions (white = repaint, black
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import PIL.Image
@@ -20,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from .pipeline_mgnt import MGNTPipelineOutput, images_from_token_grids
-from .pipeline_mgnt_base import MGNTBasePipeline
+from .pipeline_mgnt_base import DEFAULT_MAX_BATCH_SIZE, MGNTBasePipeline
 from .resources import IMAGE_CARD_TEMPLATE
+from .utils.checks import check_positive_int
 
 # A mask pixel at or above this value is white (regenerate), below it black (keep): diffusers' mask binarisation.
 MASK_THRESHOLD = 0.5
@@ -185,6 +187,7 @@ class MGNTInpaintPipeline(MGNTBasePipeline):
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers convention)
         cache_refresh_interval: int | None | str = "scheduler",
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> MGNTInpaintPipelineOutput | tuple:
         r"""
         Regenerate the masked part of images under class labels.
@@ -204,8 +207,8 @@ class MGNTInpaintPipeline(MGNTBasePipeline):
                 schedule is stretched to it. The mask schedule runs over each image's own number of tokens to
                 regenerate, so with few masked tokens the last steps may have nothing left (width None).
             guidance_scale, generator, output_type, return_dict, use_cache, width_schedule, num_images_per_prompt,
-                callback_on_step_end, callback_on_step_end_tensor_inputs, cache_refresh_interval: as in
-                [`MGNTPipeline`] (`output_type="latent"` gives the token grids, the kept tokens unchanged).
+                callback_on_step_end, callback_on_step_end_tensor_inputs, cache_refresh_interval, max_batch_size: as
+                in [`MGNTPipeline`] (`output_type="latent"` gives the token grids, the kept tokens unchanged).
 
         The kept tokens are `vqvae.encode(image)` exactly and are never masked (unless a step callback returns
         `latents` that change them), so the output image shows the tokenizer's reconstruction there (not the input
@@ -226,6 +229,8 @@ class MGNTInpaintPipeline(MGNTBasePipeline):
                           callback_on_step_end_tensor_inputs)
         use_cache = self.scheduler.config.use_cache if use_cache is None else use_cache
         device = self._execution_device
+        max_batch_size = check_positive_int("max_batch_size", max_batch_size)
+        num_images_per_prompt = int(num_images_per_prompt)  # checked above; numpy integers become ints
 
         label_ids = self.get_label_ids(class_labels)
         pixels = self._pixel_batch(image, "image", is_mask=False)  # [Bi, C, H, W] in [0, 1]
@@ -243,11 +248,11 @@ class MGNTInpaintPipeline(MGNTBasePipeline):
         labels, image_tokens, token_mask = (tensor.repeat_interleave(num_images_per_prompt, dim=0)
                                             for tensor in (labels, image_tokens, token_mask))
         tokens = image_tokens.masked_fill(token_mask, config.mask_token_id).view(batch_size, -1)  # [B, N]
-        tokens, total_flops, widths_run, full_passes = self.decode_tokens(
+        batches, total_flops, widths_run, full_passes = self.decode_in_batches(
             labels, tokens, step_widths, generator, use_cache, cache_refresh_interval, callback_on_step_end,
-            callback_on_step_end_tensor_inputs)
-
-        images = images_from_token_grids(self, tokens.view(batch_size, *config.token_grid), output_type)
+            callback_on_step_end_tensor_inputs, max_batch_size,
+            partial(images_from_token_grids, self, output_type=output_type))
+        images = self.join_batches(batches, output_type)
         self.maybe_free_model_hooks()
         gflops_per_image = total_flops / 1e9 / batch_size
         if not return_dict:
