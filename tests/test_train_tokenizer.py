@@ -28,6 +28,7 @@ from mgnt_hf.training_utils import (
     StopSignalGuard,
     check_finite_losses,
     epoch_dataloader,
+    exit_after_signal,
     list_checkpoints,
     remove_incomplete_checkpoints,
     resolve_resume_checkpoint,
@@ -372,6 +373,28 @@ def test_stop_signal_guard_catches_sigint_and_restores_the_handler():
         os.kill(os.getpid(), signal.SIGTERM)  # a second signal is absorbed, not fatal
         time.sleep(0.05)
     assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_exit_after_signal_exits_with_the_signal_status_and_absorbs_later_signals(tmp_path):
+    accelerator, _, _ = tiny_accelerator_setup(data_seed=0)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with StopSignalGuard() as guard:
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.time() + 5
+            while not guard.requested and time.time() < deadline:
+                time.sleep(0.01)
+            assert guard.should_stop(accelerator)
+        assert signal.getsignal(signal.SIGTERM) is previous
+        with pytest.raises(SystemExit) as exit_info:
+            exit_after_signal(accelerator, guard, tmp_path / "checkpoint-3", 3)
+        assert exit_info.value.code == 143
+        # torchrun's SIGTERM to a process still exiting must not change its status: it is absorbed.
+        assert signal.getsignal(signal.SIGTERM) == guard._handle
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.mark.parametrize("step, accumulation, batches, expected", [

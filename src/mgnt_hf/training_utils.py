@@ -443,6 +443,18 @@ class StopSignalGuard:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
+    def absorb_signals(self) -> None:
+        """Keep logging and ignoring SIGINT/SIGTERM from now until the process ends (`exit_after_signal`).
+
+        torchrun sends SIGTERM to the other processes as soon as the first one exits: without this, a
+        process still finishing its exit would die by that signal instead of exiting with the run's status.
+        """
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                signal.signal(signum, self._handle)
+
     def __exit__(self, *exc_info):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
@@ -469,7 +481,11 @@ class StopSignalGuard:
 
 
 def exit_after_signal(accelerator, guard: StopSignalGuard, checkpoint: Path, step: int):
-    """End a run stopped by `guard`'s signal: say where it was saved and how to resume, exit 128 + signal."""
+    """End a run stopped by `guard`'s signal: say where it was saved and how to resume, exit 128 + signal.
+
+    Every process absorbs further signals before any of them exits, so all exit with the same status."""
+    guard.absorb_signals()
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         logger.warning("stopped by %s at step %d: saved %s (complete). Resume by running the same command with "
                        "--resume_from_checkpoint latest", guard.signal_name, step, checkpoint)
