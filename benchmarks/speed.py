@@ -15,6 +15,10 @@ warm-up decodes with `--warmup`), then `--runs` timed decodes (`time.perf_counte
 Reported: median and best images/s, GFLOPs/image (the pipeline's analytic count, 2 x multiply-adds),
 peak memory, and each MaGNeTS row's ratios to the baseline row of the same preset and batch size.
 
+`outside forward` is the median, over `--runs` more decodes with timing hooks on the transformer, of the
+share of the decode's wall-clock spent outside `MGNTTransformer.forward` (sampling, guidance, cache
+bookkeeping, Python): the per-step overhead that does not shrink with the width.
+
 Peak memory (`decode_peak_mb`) is what one decode adds on top of the loaded model: on CUDA
 `torch.cuda.max_memory_allocated()` minus `memory_allocated()` before it; on CPU the resident set high-water
 mark (`VmHWM` of /proc/self/status, reset by writing 5 to /proc/self/clear_refs just before the decode)
@@ -133,6 +137,34 @@ def measure_row(preset: str, batch_size: int, setting: str, device: str, dtype: 
     labels = [index % transformer.config.num_classes for index in range(batch_size)]
     is_cuda = torch.device(device).type == "cuda"
 
+    forward_seconds = [0.0]  # time inside MGNTTransformer.forward during the current decode
+    forward_started = []
+
+    def before_forward(module, args, kwargs):
+        if is_cuda:
+            torch.cuda.synchronize(device)
+        forward_started.append(time.perf_counter())
+
+    def after_forward(module, args, kwargs, output):
+        if is_cuda:
+            torch.cuda.synchronize(device)
+        forward_seconds[0] += time.perf_counter() - forward_started.pop()
+
+    # Timing hooks, so each decode also says how much of it is outside the network. On CUDA they synchronise
+    # around every forward, which is itself overhead: the share is attribution, the images/s come from
+    # separate decodes without hooks.
+    def decode_with_forward_time():
+        handles = [transformer.register_forward_pre_hook(before_forward, with_kwargs=True),
+                   transformer.register_forward_hook(after_forward, with_kwargs=True)]
+        forward_seconds[0] = 0.0
+        try:
+            start = time.perf_counter()
+            decode()
+            return time.perf_counter() - start, forward_seconds[0]
+        finally:
+            for handle in handles:
+                handle.remove()
+
     def decode():
         output = pipe(labels, num_inference_steps=num_steps, guidance_scale=guidance_scale, output_type="latent",
                       generator=torch.Generator(device).manual_seed(0), **SETTINGS[setting])
@@ -152,6 +184,10 @@ def measure_row(preset: str, batch_size: int, setting: str, device: str, dtype: 
         start = time.perf_counter()
         decode()
         times.append(time.perf_counter() - start)
+    outside_shares = []
+    for _ in range(runs):
+        decode_s, forward_s = decode_with_forward_time()
+        outside_shares.append(1.0 - forward_s / decode_s)
 
     model_batch = batch_size * (2 if guidance_scale != 1 else 1)  # both guidance branches share one cache
     kv_cache_bytes = transformer.new_cache(model_batch).nbytes if SETTINGS[setting]["use_cache"] else 0
@@ -165,6 +201,8 @@ def measure_row(preset: str, batch_size: int, setting: str, device: str, dtype: 
         "images_per_s_median": batch_size / statistics.median(times),
         "images_per_s_best": batch_size / min(times),
         "first_call_s": first_call_s,
+        "outside_forward_shares": outside_shares,
+        "outside_forward_share_median": statistics.median(outside_shares),
         "gflops_per_image": output.gflops_per_image,
         "full_passes": sum(output.full_passes),
         "decode_peak_mb": probe.peak_bytes / 2**20,
@@ -194,7 +232,8 @@ def add_ratios(rows: list[dict]) -> None:
 
 def markdown_table(rows: list[dict]) -> str:
     header = ("| preset | batch | setting | images/s (median) | images/s (best) | GFLOPs/image | FLOP ratio | "
-              "speed-up (best) | speed-up (median) | speed-up / FLOP ratio | peak MB (decode) | KV cache MB |")
+              "speed-up (best) | speed-up (median) | speed-up / FLOP ratio | outside forward | peak MB (decode) | "
+              "KV cache MB |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for row in rows:
         def ratio(key, fmt="{:.2f}x"):
@@ -203,7 +242,7 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {row['preset']} | {row['batch_size']} | {row['setting']} | {row['images_per_s_median']:.3f} | "
             f"{row['images_per_s_best']:.3f} | {row['gflops_per_image']:.4g} | {ratio('flops_ratio')} | "
             f"{ratio('speedup_best')} | {ratio('speedup_median')} | {ratio('speedup_over_flops_ratio', '{:.0%}')} | "
-            f"{row['decode_peak_mb']:.0f} | {row['kv_cache_mb']:.1f} |"
+            f"{row['outside_forward_share_median']:.0%} | {row['decode_peak_mb']:.0f} | {row['kv_cache_mb']:.1f} |"
         )
     return "\n".join(lines)
 

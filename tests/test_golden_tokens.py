@@ -2,7 +2,8 @@
 
 The fixture was written by this module's `__main__` from the pipelines as shipped; a refactor must leave
 every grid bit-identical. The recorded SHA-256 of each transformer's weights tells a real behaviour change
-(new weights shipped: regenerate with `python tests/test_golden_tokens.py`) from a broken decode.
+(new weights shipped: regenerate with `python tests/test_golden_tokens.py`) from a broken decode; a deliberate
+change of the sampling (its random stream) regenerates them too, in the same commit, saying so.
 """
 
 import hashlib

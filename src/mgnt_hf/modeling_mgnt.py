@@ -464,8 +464,9 @@ class MGNTTransformer(MGNTPreTrainedModel):
             )
         return tensor
 
-    def _check_inputs(self, input_ids, class_labels, cache, active_positions, width, labels):
-        """The shape, dtype and cache checks; the value-range checks too unless traced (they read the data)."""
+    def _check_inputs(self, input_ids, class_labels, cache, active_positions, width, labels, check_values=True):
+        """The shape, dtype and cache checks; the value-range checks too unless traced or `check_values` is
+        False (they read the data)."""
         input_ids = self._check_grid("input_ids", input_ids)
         batch = input_ids.shape[0]
         if not isinstance(class_labels, torch.Tensor) or class_labels.dtype != torch.long or class_labels.dim() != 1 \
@@ -497,7 +498,7 @@ class MGNTTransformer(MGNTPreTrainedModel):
             labels = self._check_grid("labels", labels)
             if labels.shape[0] != batch:
                 raise ValueError(f"labels must have the batch size of input_ids ({batch}), got {labels.shape[0]}")
-        if not _is_traced():
+        if check_values and not _is_traced():
             self._check_values(input_ids, class_labels, active_positions, labels)
         return input_ids, labels
 
@@ -525,6 +526,7 @@ class MGNTTransformer(MGNTPreTrainedModel):
         cache: MGNTKVCache | None = None,
         active_positions: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
+        check_values: bool = True,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MGNTTransformerOutput:
         r"""
@@ -543,6 +545,9 @@ class MGNTTransformer(MGNTPreTrainedModel):
             labels (`torch.LongTensor` `[B, N]` or `[B, *token_grid]`, *optional*): target codebook ids
                 of the grid positions, -100 where not scored (as for masked-LM models); `loss` is their
                 cross-entropy at `width`. In a cached pass the labels of the active positions count.
+            check_values (`bool`, defaults to `True`): check that ids, class labels, positions and labels are in
+                range. The check reads the tensors on the host (a device synchronisation); a decode loop whose
+                inputs were checked once skips it. Shapes, dtypes and the cache are always checked.
             output_hidden_states, output_attentions, return_dict, num_items_in_batch: transformers'
                 conventions (config defaults; attention weights need `attn_implementation="eager"`;
                 `num_items_in_batch` sums the loss and divides by it, as Trainer's gradient accumulation does).
@@ -555,7 +560,8 @@ class MGNTTransformer(MGNTPreTrainedModel):
         if unexpected:
             raise ValueError(f"unexpected arguments to MGNTTransformer.forward: {unexpected}")
         width = self.config.check_width(width)
-        input_ids, labels = self._check_inputs(input_ids, class_labels, cache, active_positions, width, labels)
+        input_ids, labels = self._check_inputs(input_ids, class_labels, cache, active_positions, width, labels,
+                                               check_values)
         intermediate = self.config.intermediate_size_at(width)
 
         if active_positions is None:

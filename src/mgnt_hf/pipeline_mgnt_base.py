@@ -56,6 +56,10 @@ class _DecodeState:
     cache: MGNTKVCache | None = None
     cache_ids: torch.LongTensor | None = None  # the ids the cache last ran, [2B or B, N]; None until then
     last_full_pass_step: int | None = None
+    # Known on the host while no callback has edited the grid (None after one): tokens of each sample still
+    # masked before the current step, and those masked when the cache last ran (its active set now).
+    host_masked: list[int] | None = None
+    host_masked_at_cache: list[int] | None = None
 
 
 class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
@@ -404,28 +408,39 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
         """
         mask_token_id = self.transformer.config.mask_token_id
         null_labels = torch.full_like(labels, self.transformer.config.null_class_id)
+        num_masked_at_start = (tokens == mask_token_id).sum(dim=1)
+        # The decode's one device read before the loop: every later count follows from the mask schedule, so the
+        # steps need no host-device synchronisation (until a callback edits the grid).
+        host_masked = num_masked_at_start.tolist()
+        masked_counts = self.scheduler.masked_counts(host_masked)  # [T][B] on the host
+        masked_after = torch.tensor(masked_counts, dtype=torch.long).to(tokens.device, non_blocking=True)
         state = _DecodeState(labels=labels, guided_labels=torch.cat([labels, null_labels]),
-                             num_masked_at_start=(tokens == mask_token_id).sum(dim=1))
+                             num_masked_at_start=num_masked_at_start, host_masked=host_masked)
         total_flops, widths_run, full_passes = 0, [], []
 
         with self.progress_bar(total=self._num_timesteps) as progress_bar:
             for step_index, timestep in enumerate(self.scheduler.timesteps):
                 masked = tokens == mask_token_id
                 # Nothing left to decode happens only with known tokens at the start or callback edits.
-                if bool(masked.any()):
+                if any(state.host_masked) if state.host_masked is not None else bool(masked.any()):
                     width = step_widths[step_index]
                     logits, active_positions, flops, full_pass = self._step_logits(
                         tokens, masked, state, step_index, width, use_cache, cache_refresh_interval)
                     total_flops += flops
                     widths_run.append(width)
                     full_passes.append(full_pass)
-                    tokens = self.scheduler.step(
-                        logits, timestep, tokens, mask_token_id, num_masked_at_start=state.num_masked_at_start,
+                    tokens = self.scheduler.step(  # the step's index is its timestep, known here without a read
+                        logits, step_index, tokens, mask_token_id, num_masked_at_start=state.num_masked_at_start,
                         active_positions=active_positions, generator=generator,
+                        num_masked_after=masked_after[step_index] if state.host_masked is not None else None,
+                        check_positions=False,  # built from the mask by _step_logits
                     ).prev_sample
+                    if state.host_masked is not None:
+                        state.host_masked = masked_counts[step_index]
                     if callback_on_step_end is not None:
                         tokens = self._run_step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs,
                                                          step_index, timestep, tokens)
+                        state.host_masked = state.host_masked_at_cache = None  # the callback may edit tokens
                 else:
                     widths_run.append(None)
                     full_passes.append(False)
@@ -452,32 +467,40 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
             state.cache, state.cache_ids = transformer.new_cache(model_ids.shape[0]), None
 
         active = masked if state.cache_ids is None else masked | (tokens != state.cache_ids[:batch_size])
-        active_counts = active.sum(dim=1)
         full_pass = self.scheduler.needs_full_pass(
             step_index, width, None if state.cache is None else state.cache.width, state.last_full_pass_step,
             use_cache=use_cache, cache_refresh_interval=cache_refresh_interval,
-        ) or state.cache_ids is None or not bool((active_counts == active_counts[0]).all())
+        ) or state.cache_ids is None
+        if not full_pass:
+            # The active tokens are those masked when the cache last ran (revealed since, or still masked).
+            if state.host_masked_at_cache is not None:
+                active_counts = state.host_masked_at_cache
+            else:
+                active_counts = active.sum(dim=1).tolist()
+            full_pass = len(set(active_counts)) > 1  # active sets of different sizes: no common [B, A] shape
         if full_pass:
-            logits = transformer(model_ids, model_labels, width=width, cache=state.cache).logits  # [B', N, K]
+            logits = transformer(model_ids, model_labels, width=width, cache=state.cache,
+                                 check_values=False).logits  # [B', N, K]
             active_positions = None
             flops = count_forward_flops(config, width, batch_size=model_ids.shape[0])
             state.last_full_pass_step = step_index
         else:
-            num_active = int(active_counts[0])
+            num_active = active_counts[0]
             # Stable sort puts the active positions first, in grid order: [B, A] without a loop.
             active_positions = torch.argsort((~active).to(torch.int8), dim=1, stable=True)[:, :num_active]
             model_positions = torch.cat([active_positions, active_positions]) if guided else active_positions
             logits = transformer(model_ids, model_labels, width=width, cache=state.cache,
-                                 active_positions=model_positions).logits  # [B', A, K]
+                                 active_positions=model_positions, check_values=False).logits  # [B', A, K]
             flops = count_forward_flops(config, width, batch_size=model_ids.shape[0], num_active_tokens=num_active)
         if use_cache:
             state.cache_ids = model_ids.clone()
+            state.host_masked_at_cache = state.host_masked
 
         logits = logits.float()
         if guided:
             scale = self.scheduler.guidance_scale_at(step_index, self.guidance_scale)
             conditional, unconditional = logits.chunk(2)
-            logits = unconditional + scale * (conditional - unconditional)
+            logits = torch.lerp(unconditional, conditional, scale)  # uncond + scale * (cond - uncond), one pass
         return logits, active_positions, flops, full_pass
 
     def _run_step_callback(self, callback_on_step_end, callback_on_step_end_tensor_inputs: list[str],

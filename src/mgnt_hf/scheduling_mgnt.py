@@ -178,25 +178,60 @@ class MGNTSchedulerOutput(BaseOutput):
     pred_original_sample: torch.LongTensor
 
 
-def _uniform_per_image(shape: tuple[int, ...], batch_size: int, generator, device: torch.device) -> torch.Tensor:
-    """`[batch_size, *shape]` uniforms in (0, 1), drawn image by image so that image i of a batch gets the same
-    numbers as a batch of one with generator i (a list gives one generator per image)."""
+def _step_uniforms(num_tokens: int, batch_size: int, generator, device: torch.device) -> torch.Tensor:
+    """`[batch_size, 2, num_tokens]` uniforms in (0, 1): per image, one per grid position for sampling its token
+    (`[:, 0]`) and one for the confidence choice (`[:, 1]`).
+
+    One generator draws the whole batch at once on its own device; a list gives one generator per image, so image
+    i of a batch gets the same numbers as a batch of one with generator i. A CPU generator's draw goes to another
+    device through pinned memory without waiting for that device (2 x N floats per image, not N x codebook)."""
     if isinstance(generator, (list, tuple)):
         if len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for a batch of {batch_size} images; pass one per image")
-        generators = list(generator)
+        draws = [torch.rand((2, num_tokens), generator=image_generator,
+                            device=image_generator.device if image_generator is not None else device)
+                 for image_generator in generator]
+        uniform = torch.stack([draw.to(draws[0].device) for draw in draws])
     else:
-        generators = [generator] * batch_size
-    draws = []
-    for image_generator in generators:
-        draw_device = image_generator.device if image_generator is not None else device
-        draws.append(torch.rand(shape, generator=image_generator, device=draw_device, dtype=torch.float32).to(device))
-    # Keep strictly inside (0, 1) so both logs of the Gumbel transform stay finite.
-    return torch.stack(draws).clamp_(torch.finfo(torch.float32).tiny, 1.0 - torch.finfo(torch.float32).eps)
+        draw_device = generator.device if generator is not None else device
+        uniform = torch.rand((batch_size, 2, num_tokens), generator=generator, device=draw_device)
+    if uniform.device != device:
+        if uniform.device.type == "cpu" and device.type == "cuda":
+            uniform = uniform.pin_memory()
+        uniform = uniform.to(device, non_blocking=True)
+    # Keep strictly inside (0, 1): both logs of the Gumbel transform stay finite, and the inverse CDF never
+    # lands on a token of probability 0.
+    return uniform.clamp_(torch.finfo(torch.float32).tiny, 1.0 - torch.finfo(torch.float32).eps)
 
 
 def _gumbel(uniform: torch.Tensor) -> torch.Tensor:
     return -torch.log(-torch.log(uniform))
+
+
+def _sample_categorical(probs: torch.Tensor, uniform: torch.Tensor, block_size: int = 32) -> torch.LongTensor:
+    """One draw from each row of `probs` `[..., K]` (non-negative, any positive total) by inverse CDF: the
+    first index whose cumulative probability reaches `uniform * total` (`uniform` `[...]` in (0, 1)). Exact up
+    to float rounding, with one uniform per row instead of the K of the Gumbel-max trick.
+
+    Two levels, so that no K-long cumulative sum is needed: the block of `block_size` codes holding the target
+    (cumulative sums of the block totals), then the code inside that block."""
+    num_codes = probs.shape[-1]
+    num_blocks = -(-num_codes // block_size)
+    if num_blocks * block_size != num_codes:
+        probs = torch.nn.functional.pad(probs, (0, num_blocks * block_size - num_codes))
+    blocks = probs.unflatten(-1, (num_blocks, block_size))  # [..., blocks, block_size]
+    block_cdf = blocks.sum(dim=-1).cumsum(dim=-1)  # [..., blocks]
+    target = uniform[..., None] * block_cdf[..., -1:]  # [..., 1]
+    block = torch.searchsorted(block_cdf, target).clamp_(max=num_blocks - 1)  # first block reaching the target
+    before = torch.where(block > 0, block_cdf.gather(-1, (block - 1).clamp_(min=0)), 0.0)
+    inner = blocks.gather(-2, block[..., None].expand(*block.shape, block_size)).squeeze(-2)  # [..., block_size]
+    code = torch.searchsorted(inner.cumsum(dim=-1) + before, target)
+    # Rounding may put the target just past the block's last cumulative sum: take its last code of positive
+    # probability then (never one of probability 0).
+    positions = torch.arange(block_size, device=probs.device)
+    last_positive = torch.where(inner > 0, positions, -1).amax(dim=-1, keepdim=True)
+    code = torch.where(code >= block_size, last_positive, code)
+    return (block * block_size + code).squeeze(-1)
 
 
 class MGNTScheduler(SchedulerMixin, ConfigMixin):
@@ -376,12 +411,25 @@ class MGNTScheduler(SchedulerMixin, ConfigMixin):
 
     def num_masked_after(self, step_index: int, num_masked_at_start: torch.LongTensor) -> torch.LongTensor:
         """Tokens that stay masked after step `step_index`, per image: the mask schedule applied to each
-        image's own count of unknown tokens at the start of the decode (`[B]` -> `[B]`)."""
+        image's own count of unknown tokens at the start of the decode (`[B]` -> `[B]`). Reads the counts on
+        the host; a decode loop uses `masked_counts` once instead."""
         counts = torch.empty_like(num_masked_at_start)
         for start in torch.unique(num_masked_at_start).tolist():  # a handful of distinct counts, not tokens
             counts[num_masked_at_start == start] = num_masked_after_step(
                 self.config.mask_schedule, step_index, self.num_inference_steps, start)
         return counts
+
+    def masked_counts(self, num_masked_at_start: list[int]) -> list[list[int]]:
+        """The whole decode's counts on the host: entry `[t][i]` is how many tokens of image `i` stay masked
+        after step `t`, for images starting with `num_masked_at_start[i]` unknown tokens. A decode loop that
+        passes row `t` to `step` as `num_masked_after` needs no device read to know them."""
+        if self.num_inference_steps is None:
+            raise ValueError("call set_timesteps before masked_counts")
+        per_start = {start: [num_masked_after_step(self.config.mask_schedule, step_index, self.num_inference_steps,
+                                                   start) for step_index in range(self.num_inference_steps)]
+                     for start in set(num_masked_at_start)}
+        return [[per_start[start][step_index] for start in num_masked_at_start]
+                for step_index in range(self.num_inference_steps)]
 
     def step(
         self,
@@ -393,6 +441,8 @@ class MGNTScheduler(SchedulerMixin, ConfigMixin):
         active_positions: torch.LongTensor | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         return_dict: bool = True,
+        num_masked_after: torch.LongTensor | None = None,
+        check_positions: bool = True,
     ) -> MGNTSchedulerOutput | tuple:
         """One MaskGIT step: sample every masked position, keep the least confident masked.
 
@@ -406,9 +456,16 @@ class MGNTScheduler(SchedulerMixin, ConfigMixin):
                 decode began; the schedule counts from it. Default: all N.
             active_positions (`torch.LongTensor` `[B, A]`, *optional*): the grid positions `model_output`
                 covers; every masked position must be among them.
-            generator: one `torch.Generator`, or a list with one per image. Noise is drawn per image over the
-                whole grid (`[N, K]` for sampling, then `[N]` for the choice), so image i of a batch equals a
-                batch of one with generator i, and the draws do not depend on the active set.
+            generator: one `torch.Generator`, or a list with one per image. Each image draws two uniforms per
+                grid position (all N, whichever are active): one samples its token from
+                `softmax(logits / temperature)` by inverse CDF, one is the Gumbel noise of the confidence
+                choice. So image i of a list's batch equals a batch of one with generator i, and the draws do
+                not depend on the active set.
+            num_masked_after (`torch.LongTensor` `[B]`, *optional*): tokens of each image that stay masked after
+                this step, if known (row `timestep` of `masked_counts`, on the device): saves reading
+                `num_masked_at_start` on the host.
+            check_positions (`bool`, defaults to `True`): check that `active_positions` cover every masked
+                position (a device read); a caller that built them from the mask may skip it.
 
         Returns:
             [`MGNTSchedulerOutput`] (or a tuple `(prev_sample, revealed, pred_original_sample)`), shaped like
@@ -421,15 +478,11 @@ class MGNTScheduler(SchedulerMixin, ConfigMixin):
         grid_shape = sample.shape
         sample = sample.reshape(sample.shape[0], -1)
         batch_size, num_tokens = sample.shape
-        codebook_size = model_output.shape[-1]
         device = sample.device
         masked = sample == mask_token_id  # [B, N]
-        if num_masked_at_start is None:
-            num_masked_at_start = torch.full((batch_size,), num_tokens, dtype=torch.long, device=device)
 
-        # Per-image noise over the whole grid: sampling (Gumbel-max) and confidence choice.
-        sampling_uniform = _uniform_per_image((num_tokens, codebook_size), batch_size, generator, device)
-        choice_uniform = _uniform_per_image((num_tokens,), batch_size, generator, device)
+        # Per-image noise over the whole grid: one uniform per position for sampling, one for the choice.
+        sampling_uniform, choice_uniform = _step_uniforms(num_tokens, batch_size, generator, device).unbind(1)
 
         logits = model_output.float()
         if active_positions is None:
@@ -440,21 +493,26 @@ class MGNTScheduler(SchedulerMixin, ConfigMixin):
             if logits.shape[:2] != active_positions.shape:
                 raise ValueError(
                     f"model_output {list(logits.shape)} does not cover active_positions {list(active_positions.shape)}")
-            covered = torch.zeros_like(masked).scatter_(1, active_positions, True)
-            if bool((masked & ~covered).any()):
-                raise ValueError("every masked position must be in active_positions")
+            if check_positions:
+                covered = torch.zeros_like(masked).scatter_(1, active_positions, True)
+                if bool((masked & ~covered).any()):
+                    raise ValueError("every masked position must be in active_positions")
             positions = active_positions
-            sampling_uniform = torch.gather(
-                sampling_uniform, 1, positions[:, :, None].expand(-1, -1, codebook_size))
+            sampling_uniform = torch.gather(sampling_uniform, 1, positions)
             choice_uniform = torch.gather(choice_uniform, 1, positions)
 
         temperature = self.config.temperature
-        if temperature > 0:
-            sampled = torch.argmax(logits / temperature + _gumbel(sampling_uniform), dim=-1)  # softmax(l/T) sample
+        if temperature == 1.0:
+            probs = torch.softmax(logits, dim=-1)
+            sampled = _sample_categorical(probs, sampling_uniform)
+            confidence = torch.log(torch.gather(probs, -1, sampled[..., None])[..., 0])  # never of probability 0
         else:
-            sampled = torch.argmax(logits, dim=-1)
-        log_probs = torch.log_softmax(logits, dim=-1)
-        confidence = torch.gather(log_probs, -1, sampled[..., None])[..., 0]
+            if temperature > 0:
+                sampled = _sample_categorical(torch.softmax(logits / temperature, dim=-1), sampling_uniform)
+            else:
+                sampled = torch.argmax(logits, dim=-1)
+            # log softmax(logits) at the sampled token, without writing the K log-probabilities
+            confidence = torch.gather(logits, -1, sampled[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
         annealed = self.config.choice_temperature * (1.0 - (step_index + 1) / self.num_inference_steps)
         confidence = confidence + annealed * _gumbel(choice_uniform)
 
@@ -465,11 +523,16 @@ class MGNTScheduler(SchedulerMixin, ConfigMixin):
         confidence = torch.where(masked, confidence, math.inf)  # known tokens never go back to masked
 
         # Keep the `keep` least confident masked: rank positions by confidence, exact count even with ties.
-        keep = self.num_masked_after(step_index, num_masked_at_start.to(device))
-        keep = torch.minimum(keep, (masked.sum(dim=1) - 1).clamp(min=0))
         if step_index == self.num_inference_steps - 1:
-            keep = torch.zeros_like(keep)
-        rank = torch.argsort(torch.argsort(confidence, dim=1, stable=True), dim=1)
+            keep = torch.zeros((batch_size,), dtype=torch.long, device=device)
+        else:
+            if num_masked_after is None:
+                if num_masked_at_start is None:
+                    num_masked_at_start = torch.full((batch_size,), num_tokens, dtype=torch.long, device=device)
+                num_masked_after = self.num_masked_after(step_index, num_masked_at_start.to(device))
+            keep = torch.minimum(num_masked_after.to(device), (masked.sum(dim=1) - 1).clamp(min=0))
+        order = torch.argsort(confidence, dim=1, stable=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(num_tokens, device=device).expand_as(order))
         stay_masked = rank < keep[:, None]
         prev_sample = torch.where(stay_masked, mask_token_id, sampled)
         revealed = masked & ~stay_masked
