@@ -444,16 +444,18 @@ class StopSignalGuard:
         return self
 
     def absorb_signals(self) -> None:
-        """Keep logging and ignoring SIGINT/SIGTERM from now until the process ends (`exit_after_signal`).
+        """Ignore SIGINT/SIGTERM from now until the process ends (`exit_after_signal`).
 
         torchrun sends SIGTERM to the other processes as soon as the first one exits: without this, a
         process still finishing its exit would die by that signal instead of exiting with the run's status.
+        `SIG_IGN`, not a Python handler: the interpreter puts the default action back for Python handlers
+        while it shuts down, and a SIGTERM then still killed the process (seen on a loaded 2-core machine).
         """
         import threading
 
         if threading.current_thread() is threading.main_thread():
             for signum in self.signals:
-                signal.signal(signum, self._handle)
+                signal.signal(signum, signal.SIG_IGN)
 
     def __exit__(self, *exc_info):
         for signum, handler in self._previous.items():
