@@ -39,6 +39,8 @@ def test_the_recipe_chooses_the_precision_from_the_hardware_and_says_so(tmp_path
     assert all(("--cpu" in launch.split()) == (not torch.cuda.is_available()) for launch in launches)
     assert "train_tokenizer.py" in launches[0] and "train_mgnt.py" in launches[1]
     assert "--resume_from_checkpoint" not in launches[1]
+    args = launches[1].split()
+    assert args[args.index("--ema_decay") + 1] == "0.999" and "--ema_min_decay" not in args  # warm-up from scratch
 
 
 @pytest.mark.parametrize("precision", ["no", "bf16"])
@@ -50,7 +52,7 @@ def test_an_explicit_precision_wins(tmp_path, precision):
 
 def test_continuing_from_a_pipeline_keeps_its_tokenizer_and_resume_takes_the_latest_checkpoint(tmp_path):
     _, launches = run_recipe(tmp_path, CONTINUE_FROM="pipelines/mgnt-fashion-mnist", RESUME="1",
-                             TRANSFORMER_LR="3e-4", TRANSFORMER_STEPS="250")
+                             TRANSFORMER_LR="3e-4", TRANSFORMER_STEPS="250", EMA_DECAY="0.995")
     assert len(launches) == 1 and "train_mgnt.py" in launches[0]
     args = launches[0].split()
     assert args[args.index("--vqvae_name_or_path") + 1] == "pipelines/mgnt-fashion-mnist/vqvae"
@@ -58,3 +60,5 @@ def test_continuing_from_a_pipeline_keeps_its_tokenizer_and_resume_takes_the_lat
     assert "--transformer_config" not in args
     assert args[args.index("--resume_from_checkpoint") + 1] == "latest"
     assert args[args.index("--learning_rate") + 1] == "3e-4" and args[args.index("--max_train_steps") + 1] == "250"
+    # trained weights need no EMA warm-up: the average has the asked decay from the second step
+    assert args[args.index("--ema_decay") + 1] == "0.995" and args[args.index("--ema_min_decay") + 1] == "0.995"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -354,3 +355,39 @@ def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(workspace,
     assert sorted(p.name for p in checkpoint.glob("random_states_*.pkl")) == ["random_states_0.pkl",
                                                                               "random_states_1.pkl"]
     assert stderr.count("exitcode  : 143") == 2, stderr[-5000:]  # torchrun's report: both ranks exited 143
+
+
+def saved_transformer_weights(run):
+    return load_file(run / "transformer" / "model.safetensors")
+
+
+def test_ema_min_decay_averages_with_the_requested_decay_from_the_second_step(workspace, tmp_path):
+    """diffusers' EMA copies the weights at the first update and then warms the decay up as (1 + t) / (10 + t)
+    (2/11 at the second update); with `--ema_min_decay` equal to `--ema_decay` the second update already
+    keeps 90% of the average."""
+    two_steps = ("--max_train_steps", "2", "--lr_warmup_steps", "0")
+    run_in_process(train_arguments(workspace, tmp_path / "plain", *two_steps, "--checkpointing_steps", "1"))
+    run_in_process(train_arguments(workspace, tmp_path / "warmup", *two_steps, "--use_ema", "--ema_decay", "0.9"))
+    run_in_process(train_arguments(workspace, tmp_path / "floor", *two_steps, "--use_ema", "--ema_decay", "0.9",
+                                   "--ema_min_decay", "0.9"))
+    # The checkpoint holds the training wrapper, whose transformer is its `transformer` submodule.
+    first = {name.removeprefix("transformer."): value
+             for name, value in load_file(tmp_path / "plain" / "checkpoint-1" / "model.safetensors").items()}
+    second = saved_transformer_weights(tmp_path / "plain")
+    warmup = saved_transformer_weights(tmp_path / "warmup")
+    floor = saved_transformer_weights(tmp_path / "floor")
+    assert first.keys() == second.keys() and any(not torch.equal(first[name], second[name]) for name in first)
+    for name in first:
+        torch.testing.assert_close(warmup[name], first[name] - (1 - 2 / 11) * (first[name] - second[name]),
+                                   rtol=0, atol=1e-6)
+        torch.testing.assert_close(floor[name], first[name] - 0.1 * (first[name] - second[name]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--ema_decay", "0.9", "--ema_min_decay", "0.95"), r"--ema_min_decay must be in \[0, --ema_decay=0.9\], got 0.95"),
+    (("--ema_decay", "1.0"), r"--ema_decay must be in \[0, 1\), got 1.0"),
+])
+def test_an_ema_floor_above_the_decay_is_refused(workspace, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        script_module().parse_args(train_arguments(workspace, tmp_path / "run", "--max_train_steps", "1", *extra))
+    assert re.search(message, capsys.readouterr().err)

@@ -133,6 +133,12 @@ def parse_args(argv=None):
     train.add_argument("--max_grad_norm", type=float, default=1.0)
     train.add_argument("--use_ema", action="store_true")
     train.add_argument("--ema_decay", type=float, default=0.999)
+    train.add_argument("--ema_min_decay", type=float, default=0.0,
+                       help="floor of the EMA decay. diffusers' EMAModel copies the weights at the first update "
+                            "and then warms the decay up as (1 + t) / (10 + t), so a run of t steps never averages "
+                            "with more than that (0.984 after 580 steps, whatever --ema_decay says). The warm-up "
+                            "forgets a random start; when continuing trained weights, set it to --ema_decay so the "
+                            "average has the requested decay from the second update on")
     train.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
                        help="overrides the accelerate config")
     train.add_argument("--gradient_checkpointing", action="store_true")
@@ -177,6 +183,10 @@ def parse_args(argv=None):
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.max_train_steps is not None and args.max_train_steps < 1:
         parser.error(f"--max_train_steps must be >= 1, got {args.max_train_steps}")
+    if not 0.0 <= args.ema_decay < 1.0:
+        parser.error(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
+    if not 0.0 <= args.ema_min_decay <= args.ema_decay:
+        parser.error(f"--ema_min_decay must be in [0, --ema_decay={args.ema_decay}], got {args.ema_min_decay}")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id")
     if args.context_frames < 0:
@@ -448,7 +458,8 @@ def main(argv=None):
 
     ema = None
     if args.use_ema:
-        ema = EMAModel(transformer.parameters(), decay=args.ema_decay, model_cls=MGNTTransformer,
+        ema = EMAModel(transformer.parameters(), decay=args.ema_decay, min_decay=args.ema_min_decay,
+                       model_cls=MGNTTransformer,
                        model_config=transformer.config)
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
@@ -548,6 +559,9 @@ def main(argv=None):
                     logs["loss/total"] = accelerator.reduce(output.loss.detach().float(), "mean").item()
                     logs["masked_accuracy"] = accelerator.reduce(output.masked_accuracy.float(), "mean").item()
                     logs["lr"] = lr_scheduler.get_last_lr()[0]
+                    if ema is not None:
+                        # The decay actually applied at this step: below --ema_decay during diffusers' warm-up.
+                        logs["ema_decay"] = ema.cur_decay_value
                     logs["tokens_per_second"] = window_examples * tokens_per_example / max(elapsed, 1e-9)
                     accelerator.log(logs, step=global_step)
                     progress.set_postfix(loss=f"{logs['loss/total']:.3f}", tok_s=f"{logs['tokens_per_second']:.0f}")
