@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from conftest import make_tiny_vqvae
 from mgnt_hf import MGNTPipeline
 from mgnt_hf.training_utils import NonFiniteLossError, list_checkpoints, resolve_resume_checkpoint
-from training_helpers import reset_accelerate_state
+from training_helpers import reset_accelerate_state, run_launcher
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training" / "train_mgnt.py"
@@ -70,7 +70,7 @@ def launch_command(num_processes, arguments):
 
 def launch(num_processes, arguments, check=True):
     command, environment = launch_command(num_processes, arguments)
-    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    result = run_launcher(command, env=environment, timeout=300)
     if check and result.returncode != 0:
         raise AssertionError(f"training failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result

@@ -37,6 +37,7 @@ from mgnt_hf.training_utils import (
     set_aside_later_checkpoints,
 )
 from training_helpers import fresh_accelerator_state, load_training_script, reset_accelerate_state  # noqa: F401
+from training_helpers import run_launcher
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training/train_tokenizer.py"
@@ -100,8 +101,8 @@ def test_two_process_launch_trains_saves_and_resumes(tmp_path):
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
               str(port), str(SCRIPT)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
-    first = subprocess.run(launch + base_arguments(data_dir, config, output_dir, 8) + ["--adversarial_weight", "0.1",
-                           "--adversarial_start_step", "4"], capture_output=True, text=True, env=env, timeout=240)
+    first = run_launcher(launch + base_arguments(data_dir, config, output_dir, 8) + ["--adversarial_weight", "0.1",
+                         "--adversarial_start_step", "4"], env=env, timeout=240)
     assert first.returncode == 0, first.stderr[-4000:]
 
     metrics = read_metrics(output_dir)
@@ -121,10 +122,9 @@ def test_two_process_launch_trains_saves_and_resumes(tmp_path):
     pixels = torch.rand(2, 3, 16, 16) * 2 - 1
     assert model.encode(pixels).shape == (2, 4, 4)
 
-    second = subprocess.run(launch + base_arguments(data_dir, config, output_dir, 10)
-                            + ["--adversarial_weight", "0.1", "--adversarial_start_step", "4",
-                               "--resume_from_checkpoint", "latest"],
-                            capture_output=True, text=True, env=env, timeout=240)
+    second = run_launcher(launch + base_arguments(data_dir, config, output_dir, 10)
+                          + ["--adversarial_weight", "0.1", "--adversarial_start_step", "4",
+                             "--resume_from_checkpoint", "latest"], env=env, timeout=240)
     assert second.returncode == 0, second.stderr[-4000:]
     assert "checkpoint-8 at step 8" in second.stderr
     assert [row["step"] for row in read_metrics(output_dir)] == list(range(1, 11))

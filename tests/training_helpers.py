@@ -2,6 +2,9 @@
 accelerate's process-wide state between in-process runs (each run builds its own Accelerator)."""
 
 import importlib.util
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,19 @@ def fresh_accelerator_state():
     reset_accelerate_state()
     yield
     reset_accelerate_state()
+
+
+def run_launcher(command, env, timeout):
+    """`subprocess.run(command, capture_output=True, text=True)` in a session of its own, so that a timeout
+    kills the launcher and every rank it started: `subprocess.run` alone kills only the launcher, and a rank
+    blocked in a collective then lives on after the test."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"{command[:6]}... ran past {timeout} s and was killed with its ranks:\n"
+                             f"{stdout[-2000:]}\n{stderr[-4000:]}") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
