@@ -459,8 +459,7 @@ def main(argv=None):
     ema = None
     if args.use_ema:
         ema = EMAModel(transformer.parameters(), decay=args.ema_decay, min_decay=args.ema_min_decay,
-                       model_cls=MGNTTransformer,
-                       model_config=transformer.config)
+                       model_cls=MGNTTransformer, model_config=transformer.config)
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
 

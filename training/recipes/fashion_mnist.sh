@@ -50,11 +50,13 @@ LAUNCH=(accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no
 
 if [ -n "$CONTINUE_FROM" ]; then
   TOKENIZER="$CONTINUE_FROM/vqvae"
-  MODEL_ARGS=(--pretrained_transformer_name_or_path "$CONTINUE_FROM/transformer" --ema_min_decay "$EMA_DECAY")
+  MODEL_ARGS=(--pretrained_transformer_name_or_path "$CONTINUE_FROM/transformer")
+  EMA_ARGS=(--ema_min_decay "$EMA_DECAY")
   echo "continuing from $CONTINUE_FROM (its tokenizer is kept)"
 else
   TOKENIZER="$RUN/tokenizer"
   MODEL_ARGS=(--transformer_config training/configs/mgnt-fashion-mnist.json)
+  EMA_ARGS=()
   SECONDS=0
   "${LAUNCH[@]}" training/train_tokenizer.py --dataset_name "$DATA" --vq_config fashion-mnist --resize_mode pad \
     --output_dir "$TOKENIZER" --train_batch_size 256 --learning_rate 1e-3 --lr_scheduler cosine \
@@ -67,8 +69,9 @@ SECONDS=0
 "${LAUNCH[@]}" training/train_mgnt.py --vqvae_name_or_path "$TOKENIZER" --dataset_name "$DATA" \
   --resize_mode pad --random_flip "${MODEL_ARGS[@]}" \
   --output_dir "$RUN/mgnt" --train_batch_size "$TRANSFORMER_BATCH" --learning_rate "$TRANSFORMER_LR" \
-  --lr_warmup_steps "$TRANSFORMER_WARMUP" --max_train_steps "$TRANSFORMER_STEPS" --use_ema --ema_decay "$EMA_DECAY" \
-  --distillation_weight 1.0 --checkpointing_steps "$CHECKPOINT_STEPS" --checkpoints_total_limit 2 \
+  --lr_warmup_steps "$TRANSFORMER_WARMUP" --max_train_steps "$TRANSFORMER_STEPS" \
+  --use_ema --ema_decay "$EMA_DECAY" "${EMA_ARGS[@]}" --distillation_weight 1.0 \
+  --checkpointing_steps "$CHECKPOINT_STEPS" --checkpoints_total_limit 2 \
   --validation_steps "$VALIDATION_STEPS" --report_to none \
   --dataloader_num_workers "$NUM_WORKERS" --seed "$SEED" ${TRANSFORMER_SECONDS:+--max_train_seconds "$TRANSFORMER_SECONDS"} \
   "${RESUME_ARGS[@]}"
