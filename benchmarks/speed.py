@@ -55,7 +55,7 @@ SETTINGS = {
 }
 PRESETS = ("S", "B", "L", "XL")
 DTYPES = ("float32", "bfloat16", "float16")
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 # ---------------------------------------------------------------- memory probes
@@ -130,10 +130,7 @@ def measure_row(preset: str, batch_size: int, setting: str, device: str, dtype: 
     pipe = build_pipeline(preset, device, dtype, config_overrides=config_overrides)
     transformer = pipe.transformer
     if compile_mode != "none":
-        # Each layer separately: the model's input checks and the cache bookkeeping stay eager (graph breaks
-        # there would split the graph anyway); widths and active counts are recompiled or made dynamic by dynamo.
-        for layer in transformer.layers:
-            layer.compile(mode=compile_mode)
+        pipe.enable_compiled_layers(mode=compile_mode)  # each layer; checks and cache bookkeeping stay eager
     labels = [index % transformer.config.num_classes for index in range(batch_size)]
     is_cuda = torch.device(device).type == "cuda"
 

@@ -505,3 +505,36 @@ def test_masked_counts_of_a_pipeline_decode_follow_the_mask_schedule(tiny_pipeli
 
     tokens(tiny_pipeline, labels=(0, 1), callback_on_step_end=record)
     assert counts == [[num_masked_after_step("cosine", step, 12, 16)] * 2 for step in range(12)]
+
+
+def test_compiled_layers_decode_the_same_tokens(tiny_vqvae, tiny_scheduler):
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):  # what inductor would get; run as traced
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    def decode(pipe):
+        return pipe([0, 1, 2, 0], generator=torch.manual_seed(3), output_type="latent").images
+
+    eager = MGNTPipeline(transformer=make_tiny_transformer(), vqvae=tiny_vqvae, scheduler=tiny_scheduler)
+    compiled = MGNTPipeline(transformer=make_tiny_transformer(), vqvae=tiny_vqvae, scheduler=tiny_scheduler)
+    for pipe in (eager, compiled):
+        pipe.set_progress_bar_config(disable=True)
+    compiled.enable_compiled_layers(backend=counting_backend)
+    torch._dynamo.reset()
+    try:
+        assert torch.equal(decode(compiled), decode(eager))  # the default schedule, cache on: every step shape
+        assert graphs, "the layers were not compiled"
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"mode": "fast"}, "mode must be one of 'default', 'reduce-overhead'.*got 'fast'"),
+    ({"backend": ""}, "backend must be a torch.compile backend"),
+    ({"dynamic": "yes"}, "dynamic must be True, False or None, got 'yes'"),
+])
+def test_compiled_layers_refuse_bad_arguments(tiny_pipeline, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_pipeline.enable_compiled_layers(**kwargs)

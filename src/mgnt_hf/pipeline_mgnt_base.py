@@ -134,6 +134,12 @@ class MGNTBasePipeline(MGNTHubMixin, DiffusionPipeline):
                 f"{tuple(transformer_config.token_grid)}; they must be equal"
             )
 
+    def enable_compiled_layers(self, mode: str = "default", backend: str | Callable = "inductor",
+                               dynamic: bool | None = None) -> None:
+        """Opt-in: `torch.compile` every transformer layer (`MGNTTransformer.compile_layers`, which says what it
+        gives and costs); the decoded tokens do not change. `mode="reduce-overhead"` uses CUDA graphs on CUDA."""
+        self.transformer.compile_layers(mode=mode, backend=backend, dynamic=dynamic)
+
     def extract_submodel(self, width: int, clip: bool = False):
         """A pipeline of this class around the nested sub-model of width `width` as a standalone transformer.
 
