@@ -521,12 +521,19 @@ def test_compiled_layers_decode_the_same_tokens(tiny_vqvae, tiny_scheduler):
     compiled = MGNTPipeline(transformer=make_tiny_transformer(), vqvae=tiny_vqvae, scheduler=tiny_scheduler)
     for pipe in (eager, compiled):
         pipe.set_progress_bar_config(disable=True)
+    layer_input_shapes = set()
+    hook = eager.transformer.layers[0].register_forward_pre_hook(
+        lambda module, args: layer_input_shapes.add(tuple(args[0].shape)))
     compiled.enable_compiled_layers(backend=counting_backend)
     torch._dynamo.reset()
     try:
         assert torch.equal(decode(compiled), decode(eager))  # the default schedule, cache on: every step shape
-        assert graphs, "the layers were not compiled"
+        # One graph per step shape, all of them (more than dynamo's default limit of 8), shared by the layers...
+        assert len(layer_input_shapes) > 8 and len(graphs) == len(layer_input_shapes)
+        decode(compiled)
+        assert len(graphs) == len(layer_input_shapes)  # ...and a second decode of the same size compiles nothing
     finally:
+        hook.remove()
         torch._dynamo.reset()
 
 

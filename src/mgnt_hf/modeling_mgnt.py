@@ -38,6 +38,8 @@ from .weights import SafetensorsOnlyMixin
 
 # torch.compile's modes, for `MGNTTransformer.compile_layers`.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Compiled layer shapes kept per process (dynamo's recompile limit): several decodes' step shapes.
+COMPILED_SHAPES_LIMIT = 64
 
 # Keyword arguments of `MGNTTransformer.forward` besides its named ones (the transformers conventions it honours).
 FORWARD_KWARGS = ("output_attentions", "output_hidden_states", "num_items_in_batch")
@@ -433,7 +435,9 @@ class MGNTTransformer(MGNTPreTrainedModel):
         The layers, not the whole forward, are compiled: the input checks and the cache bookkeeping of `forward`
         stay eager, and the per-step shapes of a decode (width, number of active tokens) are fixed by the
         schedule, so each one compiles once (dynamo makes a dimension dynamic after its first change unless
-        `dynamic=False`). `mode="reduce-overhead"` captures CUDA graphs on CUDA. Measured on a CPU it gives about
+        `dynamic=False`); it raises dynamo's process-wide recompile limit to `COMPILED_SHAPES_LIMIT` so that every step
+        shape compiles instead of the steps past the eighth running eager. `mode="reduce-overhead"` captures CUDA
+        graphs on CUDA. Measured on a CPU it gives about
         10% on the full-width baseline and nothing on the cached MaGNeTS decode (benchmarks/README.md), and the
         first call pays the compilation (minutes with a cold inductor cache).
 
@@ -447,6 +451,10 @@ class MGNTTransformer(MGNTPreTrainedModel):
             raise ValueError(f"backend must be a torch.compile backend (a name or a callable), got {backend!r}")
         if dynamic is not None and not isinstance(dynamic, bool):
             raise ValueError(f"dynamic must be True, False or None, got {dynamic!r}")
+        # The layers share one code object, and every step shape of a decode is its own graph (12 steps, 12
+        # shapes); at dynamo's default limit of 8 compilations per code object the remaining steps would fall
+        # back to eager without an error. The limit is process-wide, so it is only ever raised.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_SHAPES_LIMIT)
         for layer in self.layers:
             layer.compile(mode=mode, backend=backend, dynamic=dynamic)
 
