@@ -1,12 +1,14 @@
 """What the tests of the training scripts share: loading a script of training/ in-process, and resetting
 accelerate's process-wide state between in-process runs (each run builds its own Accelerator)."""
 
+import contextlib
 import importlib.util
 import os
 import signal
 import subprocess
 from pathlib import Path
 
+import psutil
 import pytest
 from accelerate.state import AcceleratorState, GradientState
 
@@ -42,8 +44,14 @@ def run_launcher(command, env, timeout):
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        # torch elastic starts each rank in a session of its own, out of reach of the launcher's group: find
+        # them while they are still its descendants, or a rank holding the pipes blocks `communicate` forever.
+        ranks = psutil.Process(process.pid).children(recursive=True)
         os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
+        for rank in ranks:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                rank.kill()
+        stdout, stderr = process.communicate(timeout=60)
         raise AssertionError(f"{command[:6]}... ran past {timeout} s and was killed with its ranks:\n"
                              f"{stdout[-2000:]}\n{stderr[-4000:]}") from None
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
