@@ -430,16 +430,14 @@ class MGNTTransformer(MGNTPreTrainedModel):
 
     def compile_layers(self, mode: str = "default", backend: str | Callable = "inductor",
                        dynamic: bool | None = None) -> None:
-        """Opt-in `torch.compile` of every transformer layer in place (`nn.Module.compile`); the outputs are unchanged.
+        """Opt-in `torch.compile` of every transformer layer in place (`nn.Module.compile`); outputs are unchanged.
 
         The layers, not the whole forward, are compiled: the input checks and the cache bookkeeping of `forward`
-        stay eager, and the per-step shapes of a decode (width, number of active tokens) are fixed by the
-        schedule, so each one compiles once (dynamo makes a dimension dynamic after its first change unless
-        `dynamic=False`); it raises dynamo's process-wide recompile limit to `COMPILED_SHAPES_LIMIT` so that every step
-        shape compiles instead of the steps past the eighth running eager. `mode="reduce-overhead"` captures CUDA
-        graphs on CUDA. Measured on a CPU it gives about
-        10% on the full-width baseline and nothing on the cached MaGNeTS decode (benchmarks/README.md), and the
-        first call pays the compilation (minutes with a cold inductor cache).
+        stay eager. The per-step shapes of a decode (width, number of active tokens) are fixed by the schedule,
+        so each compiles once; dynamo's process-wide recompile limit is raised to `COMPILED_SHAPES_LIMIT` so that
+        the steps past the eighth shape do not fall back to eager. `mode="reduce-overhead"` captures CUDA graphs
+        on CUDA. On a CPU, before that limit was raised, it gave about 10% on the full-width baseline and nothing
+        on the cached decode (benchmarks/README.md); the first call pays the compilation (minutes, cold cache).
 
         Args:
             mode: one of `COMPILE_MODES` (`torch.compile`'s modes).
