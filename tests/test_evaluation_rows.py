@@ -122,6 +122,42 @@ def test_a_row_with_its_own_step_count_runs_at_it_and_says_so():
     assert "num_inference_steps" not in row_summary(own, 6)
 
 
+def test_a_name_ending_in_a_step_count_is_that_row_at_its_own_steps():
+    pipe = make_image_pipeline()
+    assert parse_row("maskgit-4", pipe) == QualityRow("maskgit-4", ((1.0, 12),), False, num_inference_steps=4)
+    assert parse_row("width-16-8+cache", pipe, num_inference_steps=12) == QualityRow(
+        "width-16-8+cache", ((0.25, 8),), True, num_inference_steps=8)
+    assert parse_row("half-then-full-6+cache", pipe) == QualityRow(
+        "half-then-full-6+cache", ((0.5, 6), (1.0, 6)), True, num_inference_steps=6)
+    assert parse_row("default-8", pipe).num_inference_steps == 8
+    # Without a step count the row still follows the evaluation's, `width-<w>` included.
+    assert parse_row("width-16", pipe).num_inference_steps is None
+
+
+def test_every_frontier_row_but_default_is_its_own_name_parsed():
+    from mgnt_hf.evaluation.frontier import DEFAULT_ROW, frontier_rows
+
+    pipe = make_image_pipeline()
+    pipe.scheduler = MGNTScheduler(width_schedule="half-then-full")
+    for row in frontier_rows(pipe):
+        if row.name == DEFAULT_ROW:  # `default` there is the scheduler's cache setting, here no cache
+            continue
+        parsed = parse_row(row.name, pipe)
+        assert parsed.steps(12) == row.steps(12) and parsed.use_cache == row.use_cache, row.name
+        assert row_step_widths(parsed, pipe) == row_step_widths(row, pipe), row.name
+
+
+@pytest.mark.parametrize("name, message", [
+    ("maskgit-0", "num_inference_steps must be an integer in \\[1, 16\\]"),
+    ("maskgit-17+cache", "num_inference_steps must be an integer in \\[1, 16\\]"),
+    ("width-12-4", "width 12 is not one of nested_widths"),
+    ("fastest-4", "unknown row 'fastest-4'"),
+])
+def test_step_count_names_are_checked(name, message):
+    with pytest.raises(ValueError, match=message):
+        parse_row(name, make_image_pipeline())
+
+
 # ---------------------------------------------------------------- seeds and batches
 
 

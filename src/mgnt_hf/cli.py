@@ -39,7 +39,7 @@ from .width_schedule_presets import DEFAULT_WIDTH_SCHEDULE, WIDTH_SCHEDULE_PRESE
 
 ROW_NAMES_HELP = ("rows to evaluate (default: maskgit, width-<w> for each smaller nested width, default, "
                   "default+cache, reverse+cache); names: maskgit, default, reverse, width-<w>, a preset name, each "
-                  "optionally with +cache")
+                  "optionally with -<T> (its own step count, e.g. maskgit-4, the frontier's names) and +cache")
 
 
 # ---------------------------------------------------------------------------------------------

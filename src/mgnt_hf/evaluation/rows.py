@@ -8,6 +8,7 @@ the KV cache on or off, and optionally its own step count. Rows are built by nam
     default           the scheduler's configured width schedule (MaGNeTS), no cache
     reverse           the default schedule's segments in reverse order (large to small)
     <preset>          any name of `WIDTH_SCHEDULE_PRESETS` (magnets, half-then-full, ...)
+    <any of these>-<T>     the same at its own step count T (the frontier's names: maskgit-12, width-32-8, ...)
     <any of these>+cache   the same with the KV cache on
 
 or directly, e.g. for a search over schedules:
@@ -118,7 +119,7 @@ def row_names_allowed(pipeline) -> str:
     config = pipeline.transformer.config
     widths = ", ".join(f"width-{width}" for width in config.nested_widths)
     return (f"maskgit, default, reverse, {widths}, or a preset {sorted(WIDTH_SCHEDULE_PRESETS)}; "
-            f"each optionally followed by '{CACHE_SUFFIX}'")
+            f"each optionally followed by '-<T>' (its own step count) and '{CACHE_SUFFIX}'")
 
 
 def parse_row(name: str, pipeline, num_inference_steps: int | None = None) -> QualityRow:
@@ -126,14 +127,22 @@ def parse_row(name: str, pipeline, num_inference_steps: int | None = None) -> Qu
 
     `width-<w>` rows run `[[w / hidden_size, T]]` with `T = num_inference_steps` (default: the scheduler's step
     count); the other schedules are stored as their segments and stretched to `T` by the pipeline. The row runs
-    at the evaluation's step count (its `num_inference_steps` is None). Raises `ValueError` for an unknown name
-    or a schedule whose widths are not nested widths of the transformer.
+    at the evaluation's step count (its `num_inference_steps` is None), except a name ending in `-<T>`
+    (`maskgit-4`, `width-32-8+cache`, `default-8+cache`: the frontier's names), which runs at its own T steps.
+    Raises `ValueError` for an unknown name, a step count outside `[1, grid tokens]`, or a schedule whose widths
+    are not nested widths of the transformer.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"row name must be a non-empty string, got {name!r}; allowed: {row_names_allowed(pipeline)}")
     num_steps = check_num_inference_steps(pipeline, num_inference_steps)
     config = pipeline.transformer.config
     base, use_cache = (name[: -len(CACHE_SUFFIX)], True) if name.endswith(CACHE_SUFFIX) else (name, False)
+    own_steps = None
+    prefix, _, suffix = base.rpartition("-")
+    # `<row>-<T>` is <row> at its own T steps, unless the whole name is a row (`width-32`, a preset with a dash).
+    if not _is_row_base(base) and suffix.isdigit() and _is_row_base(prefix):
+        base, own_steps = prefix, check_num_inference_steps(pipeline, int(suffix))
+        num_steps = own_steps
     default_schedule = resolve_width_schedule(pipeline.scheduler.config.width_schedule)
     if base == "default":
         schedule = default_schedule
@@ -149,9 +158,17 @@ def parse_row(name: str, pipeline, num_inference_steps: int | None = None) -> Qu
         schedule = [[config.fraction_of(width), num_steps]]
     else:
         raise ValueError(f"unknown row {name!r}; allowed: {row_names_allowed(pipeline)}")
-    row = QualityRow(name, tuple((float(fraction), int(steps)) for fraction, steps in schedule), use_cache)
+    row = QualityRow(name, tuple((float(fraction), int(steps)) for fraction, steps in schedule), use_cache,
+                     num_inference_steps=own_steps)
     row_step_widths(row, pipeline, num_steps)  # the widths must exist in this transformer
     return row
+
+
+def _is_row_base(base: str) -> bool:
+    """Whether `base` (a row name without `+cache` or a step count) names a schedule `parse_row` knows."""
+    if base in ("maskgit", "default", "reverse") or base in WIDTH_SCHEDULE_PRESETS:
+        return True
+    return base.startswith("width-") and base[len("width-"):].isdigit()
 
 
 def row_step_widths(row: QualityRow, pipeline, num_inference_steps: int | None = None) -> list[int]:
