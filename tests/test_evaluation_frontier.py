@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from evaluation_helpers import make_image_classifier, make_image_pipeline, make_reference
-from mgnt_hf import MGNTPipeline
+from mgnt_hf import MGNTPipeline, MGNTScheduler
+from mgnt_hf.evaluation import QualityRow
 from mgnt_hf.evaluation.frontier import (
     evaluate_frontier,
     fair_comparison,
@@ -49,6 +50,19 @@ def test_frontier_rows_cover_maskgit_steps_single_widths_and_magnets_schedules()
     assert rows["default"].width_schedule == rows["default-12+cache"].width_schedule
     assert rows["default"].num_inference_steps == 12 and rows["default"].use_cache  # what pipe(labels) runs
     assert len({row.name for row in frontier_rows(pipe)}) == len(frontier_rows(pipe))
+
+
+def test_the_baseline_is_12_step_maskgit_whatever_steps_the_default_runs():
+    pipe = make_image_pipeline()
+    pipe.scheduler = MGNTScheduler(width_schedule=[[0.5, 4], [1.0, 4]])  # an 8-step default, as a search may set
+    rows = {row.name: row for row in frontier_rows(pipe)}
+    assert rows["maskgit"] == QualityRow("maskgit", ((1.0, 12),), False, num_inference_steps=12)
+    assert rows["maskgit-8"].num_inference_steps == 8 and "maskgit-12" not in rows
+    assert rows["default"].num_inference_steps == 8
+    rows = {row.name: row for row in frontier_rows(pipe, maskgit_steps=(2, 4), baseline_steps=10)}
+    assert rows["maskgit"].num_inference_steps == 10 and {"maskgit-2", "maskgit-4", "maskgit-10+cache"} <= set(rows)
+    with pytest.raises(ValueError, match=r"baseline_steps \[17\] exceed the grid's 16 tokens"):
+        frontier_rows(pipe, baseline_steps=17)
 
 
 def test_frontier_step_counts_are_checked():
@@ -173,6 +187,14 @@ def test_budget_candidates_fit_the_budget_and_use_most_of_it():
                                          candidate["use_cache"]) == candidate["gflops_per_image"]
 
 
+def test_one_candidate_per_budget_is_the_costliest_that_fits():
+    pipe = make_image_pipeline()
+    budget = pipe.planned_gflops_per_image()
+    every = budget_candidates(pipe, budget, min_budget_use=0.8, max_candidates=10_000)
+    assert len(every) > 1
+    assert budget_candidates(pipe, budget, min_budget_use=0.8, max_candidates=1) == every[-1:]
+
+
 def test_the_search_confirms_on_other_seeds_and_its_table_drives_the_pipeline(tmp_path):
     pipe = make_image_pipeline()
     budgets = [pipe.planned_gflops_per_image() * scale for scale in (0.6, 1.0)]
@@ -247,6 +269,23 @@ def test_mgnt_search_schedule_writes_the_table_and_the_default(saved, tmp_path):
     assert sum(steps for _, steps in pipe.scheduler.config.width_schedule) == default["num_inference_steps"]
     assert pipe.scheduler.config.use_cache == default["use_cache"]
     assert pipe.planned_gflops_per_image() == pytest.approx(default["gflops_per_image"], rel=1e-12)
+
+
+def test_mgnt_search_schedule_budgets_count_against_12_step_maskgit_whatever_the_default(saved, tmp_path):
+    from mgnt_hf import cli
+
+    folder = tmp_path / "pipeline"
+    pipe = MGNTPipeline.from_pretrained(folder)
+    MGNTScheduler.from_config(pipe.scheduler.config, width_schedule=[[0.5, 3], [1.0, 3]]).save_pretrained(
+        folder / "scheduler")  # a 6-step default, as an earlier --set-default may leave it
+    status = cli.main(["search-schedule", str(folder), "--budgets", "4x", "--search-samples-per-class", "1",
+                       "--confirm-samples-per-class", "1", "--finalists", "1", "--max-candidates", "1",
+                       "--output-dir", str(tmp_path / "search"), *saved])
+    assert status == 0
+    found = json.loads((tmp_path / "search" / "search.json").read_text())
+    maskgit_12 = pipe.planned_gflops_per_image(12, [[1.0, 12]], use_cache=False)
+    assert found["maskgit_gflops_per_image"] == pytest.approx(maskgit_12, rel=1e-12)
+    assert found["budget_schedules"][0]["max_gflops_per_image"] == pytest.approx(maskgit_12 / 4, rel=1e-12)
 
 
 def test_mgnt_search_schedule_refuses_bad_requests(saved, tmp_path, capsys):

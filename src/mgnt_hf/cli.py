@@ -361,8 +361,8 @@ def add_search_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pipeline", nargs="?", default=None,
                         help=f"saved pipeline folder (default: the shipped {DEFAULT_PIPELINE})")
     parser.add_argument("--budgets", nargs="+", required=True,
-                        help="GFLOPs/image budgets: numbers, or 'Nx' for N times fewer than MaskGIT at the "
-                             "scheduler's step count without cache (e.g. 4x)")
+                        help="GFLOPs/image budgets: numbers, or 'Nx' for N times fewer than 12-step MaskGIT "
+                             "without cache, the baseline (e.g. 4x)")
     parser.add_argument("--search-samples-per-class", type=int, default=20,
                         help="samples per class scoring every candidate, on the search seeds")
     parser.add_argument("--confirm-samples-per-class", type=int, default=50,
@@ -406,13 +406,14 @@ def search_schedule(args: argparse.Namespace) -> int:
     if args.write and not Path(folder, "scheduler", "scheduler_config.json").is_file():
         raise OSError(f"--write needs a local saved pipeline folder; {folder!r} has no scheduler/scheduler_config.json")
 
-    from .evaluation import default_cache_dir, load_classifier, load_reference_images
+    from .evaluation import BASELINE_STEPS, default_cache_dir, load_classifier, load_reference_images
     from .evaluation.schedule_search import search_schedules, write_budget_schedules
     from .pipeline_mgnt import MGNTPipeline
 
     pipe = MGNTPipeline.from_pretrained(folder)
-    steps = sum(count for _, count in pipe.scheduler.config.width_schedule)
-    maskgit = pipe.planned_gflops_per_image(steps, [[1.0, steps]], use_cache=False, guidance_scale=args.guidance)
+    # Against the fixed baseline, not the default schedule's step count: --set-default may change that.
+    maskgit = pipe.planned_gflops_per_image(BASELINE_STEPS, [[1.0, BASELINE_STEPS]], use_cache=False,
+                                            guidance_scale=args.guidance)
     budgets = {value: parse_budget(value, maskgit) for value in args.budgets}
     reference, reference_labels = (None, None) if args.reference_images is None \
         else load_reference_images(args.reference_images)

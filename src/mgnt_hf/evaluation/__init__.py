@@ -87,6 +87,7 @@ from .metrics import (
 )
 from .rows import (
     BASELINE_ROW,
+    BASELINE_STEPS,
     CACHE_SUFFIX,
     QualityRow,
     check_classifier_fits,
@@ -174,6 +175,7 @@ __all__ = [
     "video_classifier_scores",
     # rows
     "BASELINE_ROW",
+    "BASELINE_STEPS",
     "CACHE_SUFFIX",
     "QualityRow",
     "check_classifier_fits",

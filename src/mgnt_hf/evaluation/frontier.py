@@ -23,7 +23,7 @@ from pathlib import Path
 from ..scheduling_mgnt import resolve_width_schedule
 from ..utils.checks import check_positive_int
 from .image import evaluate_pipeline
-from .rows import BASELINE_ROW, QualityRow, write_result_files
+from .rows import BASELINE_ROW, BASELINE_STEPS, QualityRow, write_result_files
 
 MASKGIT_STEPS = (2, 3, 4, 6, 8, 12)
 SINGLE_WIDTH_STEPS = (4, 8, 12)
@@ -46,10 +46,12 @@ def _step_counts(name: str, steps, num_tokens: int) -> tuple[int, ...]:
 
 
 def frontier_rows(pipeline, maskgit_steps=MASKGIT_STEPS, single_width_steps=SINGLE_WIDTH_STEPS,
-                  magnets_steps=MAGNETS_STEPS, magnets_presets=MAGNETS_PRESETS) -> list[QualityRow]:
+                  magnets_steps=MAGNETS_STEPS, magnets_presets=MAGNETS_PRESETS,
+                  baseline_steps: int = BASELINE_STEPS) -> list[QualityRow]:
     """The rows of the frontier for `pipeline`, each with its own step count and cache setting.
 
-    Row names say what runs: `maskgit` (the baseline: MaskGIT at the default schedule's step count, no cache),
+    Row names say what runs: `maskgit` (the baseline: MaskGIT at `baseline_steps`, 12, no cache, whatever step
+    count the default schedule runs; added to `maskgit_steps` when missing),
     `maskgit-<T>[+cache]`, `width-<w>-<T>[+cache]`, `<schedule>-<T>+cache` where
     `<schedule>` is `default` (the pipeline scheduler's width schedule) or a preset name; presets equal to the
     default schedule are listed once, as `default`.
@@ -58,11 +60,12 @@ def frontier_rows(pipeline, maskgit_steps=MASKGIT_STEPS, single_width_steps=SING
     num_tokens = config.num_grid_tokens
     default = resolve_width_schedule(pipeline.scheduler.config.width_schedule)
     default_steps = sum(count for _, count in default)
+    (baseline_steps,) = _step_counts("baseline_steps", (baseline_steps,), num_tokens)
     rows = []
-    for steps in _step_counts("maskgit_steps", maskgit_steps, num_tokens):
+    for steps in sorted({*_step_counts("maskgit_steps", maskgit_steps, num_tokens), baseline_steps}):
         for use_cache in (False, True):
             name = f"maskgit-{steps}{'+cache' if use_cache else ''}"
-            if steps == default_steps and not use_cache:
+            if steps == baseline_steps and not use_cache:
                 name = BASELINE_ROW  # the row every ratio is taken against
             rows.append(QualityRow(name, ((1.0, steps),), use_cache, num_inference_steps=steps))
     for width in config.nested_widths[:-1]:
@@ -172,7 +175,7 @@ def format_frontier_table(results: dict) -> str:
         f"{settings['seed']} (image j: class j % C, generator seed + j, in every row: common random numbers). "
         f"Machine: {results['machine'].get('device')}, torch {results['machine'].get('torch')}, {results['timestamp']}.",
         "",
-        "`maskgit` is the MaskGIT baseline (full width every step, no cache) at the pipeline's step count; "
+        f"`maskgit` is the MaskGIT baseline (full width every step, no cache) at {_baseline_steps(results)} steps; "
         "`maskgit-T` the same at T steps, `width-w-T` the nested width w alone at T steps, `S-T+cache` the MaGNeTS "
         "schedule S rescaled to T steps. GFLOPs: analytic transformer FLOPs per image, both guidance branches. "
         "Front: on the Pareto front of cFID against GFLOPs (no row is both cheaper and better).",
@@ -199,6 +202,13 @@ def format_frontier_table(results: dict) -> str:
             f"the best of those is `{fair['best_competitor']}` (cFID {fair['best_competitor_classifier_fid']:.3f} at "
             f"{fair['best_competitor_gflops_per_image']:.3f} GFLOPs).", ""]
     return "\n".join(lines)
+
+
+def _baseline_steps(results: dict):
+    baseline = next((row for row in results["rows"] if row["name"] == BASELINE_ROW), None)
+    if baseline is None:
+        return "the evaluation's step count"
+    return baseline.get("num_inference_steps", results["settings"]["num_inference_steps"])
 
 
 def plot_frontier(results: dict, path: str | os.PathLike) -> None:

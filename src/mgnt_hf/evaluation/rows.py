@@ -41,6 +41,9 @@ from ..utils.checks import check_guidance_scale, check_positive_int, check_seed
 from ..utils.hardware import resolve_device
 
 BASELINE_ROW = "maskgit"
+# The MaskGIT step count compute claims count against (MaskGIT's and the paper's baseline): the frontier's
+# `maskgit` row and the search's "Nx" budgets use it whatever step count the pipeline's default schedule runs.
+BASELINE_STEPS = 12
 CACHE_SUFFIX = "+cache"
 
 

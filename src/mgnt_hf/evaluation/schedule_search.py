@@ -70,8 +70,8 @@ def budget_candidates(pipeline, budget: float, min_budget_use: float = 0.5, max_
                       ) -> list[dict]:
     """The candidates the search scores for `budget` GFLOPs/image: enumerated schedules, cache on and off, whose
     GFLOPs are in `[min_budget_use * budget, budget]` (a schedule using far less than the budget is left to a
-    smaller budget), thinned to `max_candidates` evenly spaced by GFLOPs. Each: name, width_schedule,
-    num_inference_steps, use_cache, gflops_per_image."""
+    smaller budget), thinned to `max_candidates` evenly spaced by GFLOPs (one: the costliest). Each: name,
+    width_schedule, num_inference_steps, use_cache, gflops_per_image."""
     budget = check_finite_number("budget", budget, minimum=0, exclusive_minimum=True)
     check_finite_number("min_budget_use", min_budget_use, minimum=0, maximum=1)
     check_positive_int("max_candidates", max_candidates)
@@ -86,7 +86,9 @@ def budget_candidates(pipeline, budget: float, min_budget_use: float = 0.5, max_
                 fitting.append({"name": _candidate_name(schedule, use_cache), "width_schedule": schedule,
                                 "num_inference_steps": steps, "use_cache": use_cache, "gflops_per_image": gflops})
     fitting.sort(key=lambda candidate: (candidate["gflops_per_image"], candidate["name"]))
-    if len(fitting) > max_candidates:
+    if len(fitting) > max_candidates == 1:
+        fitting = fitting[-1:]  # the one that uses the budget best
+    elif len(fitting) > max_candidates:
         picks = sorted({round(i * (len(fitting) - 1) / (max_candidates - 1)) for i in range(max_candidates)})
         fitting = [fitting[i] for i in picks]
     return fitting
