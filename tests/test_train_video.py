@@ -106,3 +106,27 @@ def test_bad_video_training_arguments_are_refused_before_training(workspace, tmp
     assert result.returncode != 0
     assert message in result.stderr
     assert not (tmp_path / "bad" / "model_index.json").exists()
+
+
+def test_tokenizer_training_continues_from_a_pretrained_tokenizer(workspace, tmp_path):
+    output = tmp_path / "continued"
+    # Learning rate 0: the saved weights come back unchanged only if training started from them.
+    launch("train_tokenizer.py", ["--dataset_name", str(workspace / "data"),
+                                  "--pretrained_vqvae_name_or_path", str(workspace / "vqvae"),
+                                  "--output_dir", str(output), "--train_batch_size", "4", "--max_train_steps", "2",
+                                  "--learning_rate", "0", "--validation_steps", "2", "--num_validation_images", "1",
+                                  "--seed", "3"])
+    pretrained, continued = MGNTVQModel.from_pretrained(workspace / "vqvae"), MGNTVQModel.from_pretrained(output)
+    assert continued.config.to_diff_dict() == pretrained.config.to_diff_dict()
+    encoder = {name: tensor for name, tensor in pretrained.state_dict().items() if name.startswith("encoder.")}
+    assert encoder and all(torch.equal(continued.state_dict()[name], tensor) for name, tensor in encoder.items())
+
+
+def test_a_pretrained_tokenizer_with_other_frames_is_refused(workspace, tmp_path):
+    result = launch("train_tokenizer.py", ["--dataset_name", str(workspace / "data"),
+                                           "--pretrained_vqvae_name_or_path", str(workspace / "vqvae"),
+                                           "--num_frames", "4", "--output_dir", str(tmp_path / "bad"),
+                                           "--max_train_steps", "1"], check=False)
+    assert result.returncode != 0
+    assert "--num_frames 4 differs from the pretrained tokenizer's 8" in result.stderr
+    assert not (tmp_path / "bad" / "model.safetensors").exists()

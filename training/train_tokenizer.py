@@ -121,6 +121,8 @@ def parse_args(argv=None):
     model = parser.add_argument_group("model")
     model.add_argument("--vq_config", default="fashion-mnist",
                        help=f"JSON file (MGNTVQConfig fields or a saved config.json) or a preset: {sorted(VQ_PRESETS)}")
+    model.add_argument("--pretrained_vqvae_name_or_path", default=None,
+                       help="MGNTVQModel folder or Hub id to continue from (its config replaces --vq_config)")
     model.add_argument("--gradient_checkpointing", action="store_true")
 
     optim = parser.add_argument_group("optimisation")
@@ -385,13 +387,24 @@ def main(argv=None):
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed, device_specific=True)  # device_specific: replicas draw different dead-code picks, flips
 
-    config = load_vq_config(args.vq_config, args.resolution, args.num_frames)
+    if args.pretrained_vqvae_name_or_path:
+        # Continue from a trained tokenizer: its own config, so codebook and levels match the weights.
+        pretrained = MGNTVQModel.from_pretrained(args.pretrained_vqvae_name_or_path)
+        config = pretrained.config
+        for name, given in (("resolution", args.resolution), ("num_frames", args.num_frames)):
+            wanted = config.num_frames if name == "num_frames" else list(config.resolution)
+            if given is not None and (list(given) if name == "resolution" else given) != wanted:
+                raise ValueError(f"--{name} {given} differs from the pretrained tokenizer's {wanted} "
+                                 f"({args.pretrained_vqvae_name_or_path}); omit it to keep the tokenizer's")
+    else:
+        pretrained = None
+        config = load_vq_config(args.vq_config, args.resolution, args.num_frames)
     train_dataset, validation_dataset = build_datasets(args, config)
     logger.info(f"tokenizer: {config.num_channels} channels at {config.resolution}, f={config.downsample_factor}, "
                 f"token grid {config.token_grid}, {config.codebook_size} codes; {len(train_dataset)} training "
                 f"{'videos' if config.is_video else 'images'}")
 
-    model = MGNTVQModel(config)
+    model = pretrained if pretrained is not None else MGNTVQModel(config)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if accelerator.is_main_process:
