@@ -9,6 +9,7 @@
     mgnt generate-video [PIPELINE] --labels all --output videos.gif
     mgnt generate-video [PIPELINE] --context-video clip.mp4 --context-frames 4 --output predicted.gif
     mgnt evaluate-video --pipeline PIPELINE --dataset data/moving-fashion-mnist --output-dir video-quality
+    mgnt evaluate-tokenizer TOKENIZER_OR_PIPELINE --output tokenizer.json
 
 Each command is a [`Command`] in `COMMANDS`: its help, its description, a function that adds its options to a
 parser and a handler (the parsed arguments -> exit status). `benchmarks/quality.py` and
@@ -642,6 +643,90 @@ def evaluate_video(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# mgnt evaluate-tokenizer
+# ---------------------------------------------------------------------------------------------
+
+
+def add_evaluate_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("tokenizer",
+                        help="MGNTVQModel folder (config.json + model.safetensors), a saved pipeline folder (its vqvae/ "
+                             "is used) or a Hub repo id (with --subfolder)")
+    parser.add_argument("--subfolder", default=None, help="subfolder of a Hub repo holding the tokenizer, e.g. vqvae (default: none; a local pipeline folder needs none)")
+    parser.add_argument("--classifier", default=None,
+                        help=f"feature classifier folder (default: the shipped {DEFAULT_FRAME_CLASSIFIER} for a "
+                             f"video tokenizer, {DEFAULT_CLASSIFIER} for an image tokenizer)")
+    parser.add_argument("--dataset", default="data/moving-fashion-mnist",
+                        help="video tokenizers: real videos, a save_to_disk folder or datasets name "
+                             "(default: data/moving-fashion-mnist)")
+    parser.add_argument("--split", default="test", help="video tokenizers: split of --dataset (default: test)")
+    parser.add_argument("--limit-real", type=int, default=None,
+                        help="video tokenizers: use only the first N real videos (default: all)")
+    parser.add_argument("--reference-images", default=None,
+                        help="image tokenizers: .npz with 'pixels' float [N, C, H, W] in [-1, 1] and optional "
+                             "'labels' [N] (default: the Fashion-MNIST test split)")
+    parser.add_argument("--batch-size", type=int, default=16, help="videos (or images) per tokenizer call")
+    add_device_arguments(parser, threads=True)
+    parser.add_argument("--output", default=None, help="also write the results to this JSON file (default: none)")
+
+
+def load_tokenizer(path: str, subfolder: str | None):
+    """The `MGNTVQModel` at `path`: a tokenizer folder, a pipeline folder (its `vqvae/`) or a Hub id."""
+    from .modeling_vq import MGNTVQModel
+
+    folder = Path(path)
+    if subfolder is None and folder.is_dir() and not (folder / "config.json").is_file():
+        if not (folder / "vqvae" / "config.json").is_file():
+            raise OSError(f"{path} holds neither a tokenizer (config.json) nor a pipeline's vqvae/config.json")
+        subfolder = "vqvae"
+    with quiet_loading():
+        return MGNTVQModel.from_pretrained(path, subfolder=subfolder) if subfolder else \
+            MGNTVQModel.from_pretrained(path)
+
+
+def evaluate_tokenizer(args: argparse.Namespace) -> int:
+    """Encode -> decode real videos (or images) with the tokenizer; print and optionally save the scores."""
+    check_positive_int("--batch-size", args.batch_size)
+    if args.limit_real is not None:
+        check_positive_int("--limit-real", args.limit_real)
+    if args.output is not None and not args.output.endswith(".json"):
+        raise ValueError(f"--output {args.output!r} must be a .json file")
+    set_threads(args)
+    device = resolve_device_argument(args)
+    from .evaluation import load_classifier
+
+    vqvae = load_tokenizer(args.tokenizer, args.subfolder).to(device).eval()
+    if vqvae.config.is_video:
+        from .evaluation import format_video_tokenizer_results, load_video_arrays, video_tokenizer_reconstruction
+
+        classifier = load_classifier(args.classifier, DEFAULT_FRAME_CLASSIFIER)
+        videos, labels = load_video_arrays(args.dataset, args.split, limit=args.limit_real)
+        videos = videos[:, : vqvae.config.num_frames]  # clips of the tokenizer's length, as evaluate-video cuts them
+        results = video_tokenizer_reconstruction(vqvae, classifier, videos, labels, batch_size=args.batch_size,
+                                                 device=device, progress=True)
+        results["settings"] = {"dataset": args.dataset, "split": args.split, "limit": args.limit_real}
+        print(format_video_tokenizer_results(results, name=args.tokenizer))
+    else:
+        from .evaluation import fashion_mnist_pixels, load_reference_images, tokenizer_reconstruction
+
+        classifier = load_classifier(args.classifier, DEFAULT_CLASSIFIER)
+        if args.reference_images is None:
+            pixels, labels = fashion_mnist_pixels("test", image_size=classifier.config.image_size)
+        else:
+            pixels, labels = load_reference_images(args.reference_images)
+        results = tokenizer_reconstruction(vqvae, classifier, pixels, pixels, labels, batch_size=args.batch_size,
+                                           device=device, progress=True)
+        accuracy = "n/a" if results["class_accuracy"] is None else f"{100 * results['class_accuracy']:.1f}%"
+        print(f"tokenizer reconstruction of {results['num_images']} images: cFID {results['classifier_fid']:.3f}, "
+              f"MSE {results['mse']:.5f} (pixels in [-1, 1]), class accuracy {accuracy}")
+    results["tokenizer"] = args.tokenizer
+    if args.output is not None:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.output}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # mgnt extract
 # ---------------------------------------------------------------------------------------------
 
@@ -848,6 +933,12 @@ COMMANDS = {
         "prediction (PSNR, SSIM) with GFLOPs and seconds per video; FVD with --i3d-torchscript. Writes results.md, "
         "results.json and samples/ to --output-dir.",
         add_evaluate_video_arguments, evaluate_video),
+    "evaluate-tokenizer": Command(
+        "how well a tokenizer alone reproduces real videos or images (PSNR, SSIM, classifier accuracy)",
+        "Encode -> decode real videos (a video tokenizer) or images (an image tokenizer) and report the pixel error "
+        "(PSNR, SSIM for videos) and the classifier's FID and accuracy on the reconstructions next to the real "
+        "data's: whether the items stay recognisable. Prints a table; --output also writes JSON.",
+        add_evaluate_tokenizer_arguments, evaluate_tokenizer),
 }
 
 

@@ -109,6 +109,9 @@ from .video import (
     PREDICTION_LABELS,
     evaluate_video_pipeline,
     format_video_results_table,
+    format_video_tokenizer_results,
+    reconstruct_videos,
+    video_tokenizer_reconstruction,
     write_video_results,
 )
 from .schedule_search import search_schedules, write_budget_schedules
@@ -198,6 +201,9 @@ __all__ = [
     "evaluate_video_pipeline",
     "format_results_table",
     "format_video_results_table",
+    "format_video_tokenizer_results",
+    "reconstruct_videos",
+    "video_tokenizer_reconstruction",
     "plot_quality_vs_gflops",
     "sample_row",
     "tokenizer_reconstruction",

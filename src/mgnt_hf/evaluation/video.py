@@ -34,9 +34,14 @@ Frames `Tc .. T-1` are compared with the ground truth, pixels in [0, 1]:
 - `psnr_per_frame` / `ssim_per_frame`: the same, per predicted frame index (how quality decays with distance
   from the context).
 
-Two reference rows are computed once: `tokenizer_reconstruction` (encode -> decode of the whole real video, the
-best the pipeline can do through its tokenizer) and `copy_last_frame` (every predicted frame is the last
-context frame: the trivial baseline a model must beat).
+Reference rows are computed once: for generation, the real videos and the same videos through the tokenizer
+(`tokenizer_reconstruction_videos`: whether its frames stay recognisable, the ceiling of every row); for
+prediction, `tokenizer_reconstruction` (encode -> decode of the whole real video, the best the pipeline can do
+through its tokenizer) and `copy_last_frame` (every predicted frame is the last context frame: the trivial
+baseline a model must beat).
+
+[`video_tokenizer_reconstruction`] scores a video tokenizer on its own (no transformer): PSNR, SSIM, and the
+frame classifier's accuracy on reconstructed against real frames (`mgnt evaluate-tokenizer`).
 
 **FVD** (Fréchet Video Distance, Unterthiner et al. 2018) is computed only when `i3d_torchscript` names a
 TorchScript I3D file; otherwise it is `None` and the results say why. See `mgnt_hf.evaluation.i3d_features` for
@@ -330,33 +335,166 @@ def _add_flops_ratios(row_results: list[dict]) -> dict:
     return baseline
 
 
+def _check_tokenizer_videos(vqvae, classifier, real_videos, real_labels) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`ValueError` unless `vqvae` is a video tokenizer, the classifier takes its frames, and the real videos
+    (`[N >= 2, T, H, W, C]` at its clip shape) and labels (`[N]` ids of the classifier's classes) fit."""
+    config = getattr(vqvae, "config", None)
+    if config is None or not getattr(config, "is_video", False):
+        raise ValueError("video_tokenizer_reconstruction needs a video MGNTVQModel (config.num_frames set); for an "
+                         "image tokenizer use mgnt_hf.evaluation.tokenizer_reconstruction")
+    expected = (config.num_frames, *config.resolution, config.num_channels)
+    shape = tuple(getattr(real_videos, "shape", ()))
+    if len(shape) != 5 or shape[1:] != expected or shape[0] < 2:
+        raise ValueError(f"real_videos must be [N >= 2, {', '.join(map(str, expected))}] (N, T, H, W, C: the "
+                         f"tokenizer's clips), got {list(shape) if shape else type(real_videos).__name__}")
+    classifier_shape = (classifier.config.num_channels, classifier.config.image_size, classifier.config.image_size)
+    if classifier_shape != (config.num_channels, *config.resolution):
+        raise ValueError(f"the tokenizer's frames are {[config.num_channels, *config.resolution]} (channels, height, "
+                         f"width) but the classifier takes {list(classifier_shape)}")
+    if real_labels is None:
+        return videos_to_tensor(real_videos), None
+    labels = torch.as_tensor(np.asarray(real_labels))
+    num_labels = classifier.config.num_labels
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.shape != (shape[0],):
+        raise ValueError(f"real_labels must be {shape[0]} integer class ids [N], got dtype {labels.dtype}, shape "
+                         f"{tuple(labels.shape)}")
+    if labels.min() < 0 or labels.max() >= num_labels:
+        raise ValueError(f"real_labels must lie in [0, {num_labels}) (the classifier's classes), got values in "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    return videos_to_tensor(real_videos), labels.long()
+
+
 @torch.no_grad()
-def _tokenizer_reconstructions(tasks: VideoTasks, real: torch.Tensor) -> torch.Tensor:
-    """Encode -> decode of the prediction task's whole real videos: `[P, T, C, H, W]` in [0, 1] (CPU)."""
-    vqvae, reconstructions = tasks.pipeline.vqvae, []
-    for batch in batches(tasks.num_predicted, tasks.batch_size):
-        clip = real[batch.start : batch.stop].to(tasks.device).permute(0, 2, 1, 3, 4) * 2 - 1  # [B, C, T, H, W]
-        decoded = vqvae.decode(vqvae.encode(clip)).float()  # [B, C, T, H, W] in [-1, 1]
+def reconstruct_videos(vqvae, videos: torch.Tensor, batch_size: int = 16, device=None,
+                       progress: bool = False) -> torch.Tensor:
+    """Encode -> decode `videos` `float [N, T, C, H, W]` in [0, 1] through a video tokenizer, batch by batch:
+    the reconstructions in the same layout and range, on the CPU."""
+    check_positive_int("batch_size", batch_size)
+    device = torch.device(device) if device is not None else vqvae.device
+    reconstructions = []
+    for batch in tqdm(batches(videos.shape[0], batch_size), desc="tokenizer reconstruction", disable=not progress,
+                      mininterval=5):
+        clip = videos[batch.start : batch.stop].to(device).permute(0, 2, 1, 3, 4) * 2 - 1  # [B, C, T, H, W]
+        decoded = vqvae.decode(vqvae.encode(clip.to(vqvae.dtype))).float()  # [B, C, T, H, W] in [-1, 1]
         reconstructions.append((decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4).cpu())
     return torch.cat(reconstructions)
 
 
-def _references(tasks: VideoTasks, reference: VideoReference, detector, num_classes: int, num_labels: int,
-                videos_per_class: int) -> dict:
-    """The reference rows: the real videos' generation scores (videos_per_class per class) and the prediction
-    scores of the tokenizer's reconstruction and of copying the last context frame."""
-    references = {"real_videos": None, "tokenizer_reconstruction": None, "copy_last_frame": None}
+@torch.no_grad()
+def video_tokenizer_reconstruction(
+    vqvae,
+    classifier: MGNTFeatureClassifier | str | os.PathLike | None,
+    real_videos,
+    real_labels=None,
+    batch_size: int = 16,
+    classifier_batch_size: int = 500,
+    device=None,
+    progress: bool = False,
+) -> dict:
+    """How well a video tokenizer alone reproduces real videos, and whether its frames stay recognisable.
+
+    Every video of `real_videos` goes encode -> decode; reconstructions and originals are compared pixel by pixel
+    and both go through the per-frame classifier.
+
+    Args:
+        vqvae: a video `MGNTVQModel` (`config.num_frames` set).
+        classifier: the per-frame feature classifier or its folder (None: the shipped
+            `moving-fashion-mnist-frame-classifier`); it must take the tokenizer's frames.
+        real_videos: `[N, T, H, W, C]`, uint8 or float in [0, 1], at the tokenizer's clip shape
+            ([`load_video_arrays`]).
+        real_labels: `[N]` class ids, or None (then the accuracies are None).
+        batch_size: videos per tokenizer call; classifier_batch_size: frames per classifier call.
+        device: where to run (default: the tokenizer's device).
+
+    Returns:
+        A JSON-ready dict, pixels in [0, 1]: `mse` and `psnr_db` (`10 log10(1 / mse)` of the mean squared error
+        over every pixel: the figure `train_tokenizer.py` reports, which uses [-1, 1] pixels and peak 2, the same
+        dB), `psnr` and `ssim` (per-frame means, as the prediction table of [`evaluate_video_pipeline`]),
+        `classifier_fid` (reconstructed frames against the real frames), `frame_accuracy` / `video_accuracy` of
+        the reconstructions and `real_frame_accuracy` / `real_video_accuracy` of the originals,
+        `frame_accuracy_gap` (real minus reconstructed, in accuracy points: 0-100 scale), `label_consistency`,
+        `frame_difference` (and `real_frame_difference`), `num_videos`, `num_frames`.
+    """
+    classifier = load_classifier(classifier, DEFAULT_FRAME_CLASSIFIER)
+    real, labels = _check_tokenizer_videos(vqvae, classifier, real_videos, real_labels)
+    check_positive_int("classifier_batch_size", classifier_batch_size)
+    device = torch.device(device) if device is not None else vqvae.device
+    vqvae.to(device)
+    classifier.to(device)
+    reconstructions = reconstruct_videos(vqvae, real, batch_size, device, progress)
+    mse = float(((reconstructions.double() - real.double()) ** 2).mean())
+    pixel_scores = prediction_scores(reconstructions, real)
+    real_features, real_predictions = classify_video_frames(classifier, real, classifier_batch_size, device)
+    features, predictions = classify_video_frames(classifier, reconstructions, classifier_batch_size, device)
+    num_labels = classifier.config.num_labels
+    real_scores = video_classifier_scores(real_features, real_predictions, real, labels, real_features, num_labels)
+    scores = video_classifier_scores(features, predictions, reconstructions, labels, real_features, num_labels)
+    gap = None if labels is None else 100 * (real_scores["frame_accuracy"] - scores["frame_accuracy"])
+    return {
+        "mse": mse,
+        "psnr_db": PSNR_CAP_DB if mse <= 1e-10 else 10 * float(np.log10(1 / mse)),
+        "psnr": pixel_scores["psnr"],
+        "ssim": pixel_scores["ssim"],
+        "classifier_fid": scores["classifier_fid"],
+        "frame_accuracy": scores["frame_accuracy"],
+        "video_accuracy": scores["video_accuracy"],
+        "real_frame_accuracy": real_scores["frame_accuracy"],
+        "real_video_accuracy": real_scores["video_accuracy"],
+        "frame_accuracy_gap": gap,
+        "label_consistency": scores["label_consistency"],
+        "frame_difference": scores["frame_difference"],
+        "real_frame_difference": real_scores["frame_difference"],
+        "num_videos": scores["num_videos"],
+        "num_frames": scores["num_frames"],
+    }
+
+
+def format_video_tokenizer_results(results: dict, name: str = "tokenizer") -> str:
+    """[`video_tokenizer_reconstruction`]'s results as a one-row markdown table."""
+    def percent(value):
+        return "n/a" if value is None else f"{100 * value:.1f}"
+
+    gap = "n/a" if results["frame_accuracy_gap"] is None else f"{results['frame_accuracy_gap']:.1f}"
+    return "\n".join([
+        f"Tokenizer reconstruction of {results['num_videos']} real videos ({results['num_frames']} frames), "
+        "pixels in [0, 1].",
+        "",
+        "| tokenizer | PSNR (mean MSE) dB | PSNR per frame dB | SSIM | cFID | frame acc % | real frame acc % "
+        "| gap (points) | video acc % | frame diff (real) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| {name} | {results['psnr_db']:.2f} | {results['psnr']:.2f} | {results['ssim']:.4f} | "
+        f"{results['classifier_fid']:.3f} | {percent(results['frame_accuracy'])} | "
+        f"{percent(results['real_frame_accuracy'])} | {gap} | {percent(results['video_accuracy'])} | "
+        f"{results['frame_difference']:.4f} ({results['real_frame_difference']:.4f}) |",
+    ])
+
+
+def _references(tasks: VideoTasks, reference: VideoReference, classifier, detector, num_classes: int,
+                num_labels: int, videos_per_class: int, classifier_batch_size: int) -> dict:
+    """The reference rows: the generation scores of the real videos (videos_per_class per class) and of their
+    tokenizer reconstructions, and the prediction scores of the tokenizer's reconstruction and of copying the last
+    context frame."""
+    references = {"real_videos": None, "tokenizer_reconstruction_videos": None, "tokenizer_reconstruction": None,
+                  "copy_last_frame": None}
     real = reference.videos
     if tasks.num_generated:
         subset = real_subset_indices(reference.labels, num_classes, videos_per_class, real.shape[0])
+        subset_labels = None if reference.labels is None else reference.labels[subset]
         references["real_videos"] = video_classifier_scores(
             reference.features.view(real.shape[0], real.shape[1], -1)[subset].flatten(0, 1),
-            reference.predictions[subset], real[subset], None if reference.labels is None else reference.labels[subset],
-            reference.statistics, num_labels)
+            reference.predictions[subset], real[subset], subset_labels, reference.statistics, num_labels)
         references["real_videos"]["fvd"] = None if detector is None else \
             frechet_distance(reference.i3d[subset], reference.i3d)
+        # The same real videos through the tokenizer: the ceiling the generation rows can reach.
+        reconstructed = reconstruct_videos(tasks.pipeline.vqvae, real[subset], tasks.batch_size, tasks.device)
+        features, predictions = classify_video_frames(classifier, reconstructed, classifier_batch_size, tasks.device)
+        references["tokenizer_reconstruction_videos"] = video_classifier_scores(
+            features, predictions, reconstructed, subset_labels, reference.statistics, num_labels)
+        references["tokenizer_reconstruction_videos"]["fvd"] = _fvd(detector, reconstructed, reference.i3d,
+                                                                    tasks.device)
     if tasks.num_predicted:
-        reconstructions = _tokenizer_reconstructions(tasks, real)
+        reconstructions = reconstruct_videos(tasks.pipeline.vqvae, real[: tasks.num_predicted], tasks.batch_size,
+                                             tasks.device)
         references["tokenizer_reconstruction"] = prediction_scores(reconstructions[:, tasks.context_frames:],
                                                                    tasks.truth)
         references["copy_last_frame"] = prediction_scores(tasks.context[:, -1:].expand_as(tasks.truth), tasks.truth)
@@ -471,7 +609,9 @@ def evaluate_video_pipeline(
         against: `maskgit` when evaluated, else the first), `rows` (per row: `name`, `width_schedule`,
         `use_cache`, `generation` and `prediction`, each None when skipped), `references` (`real_videos`: the
         generation scores of `videos_per_class` real videos per class, the floor at this sample size;
-        `tokenizer_reconstruction` and `copy_last_frame`: prediction scores of the two reference predictors).
+        `tokenizer_reconstruction_videos`: the same scores of those real videos after encode -> decode, the
+        ceiling of the generation rows; `tokenizer_reconstruction` and `copy_last_frame`: prediction scores of
+        the two reference predictors).
         `generation`: `gflops_per_video`, `seconds_per_video`, `flops_ratio`, `step_widths`, `num_full_passes`,
         `classifier_fid`, `frame_accuracy`, `video_accuracy`, `label_consistency`, `frame_difference`,
         `num_videos`, `num_frames`, `fvd`. `prediction`: the same cost fields, `psnr`, `ssim`, `psnr_per_frame`,
@@ -519,8 +659,8 @@ def evaluate_video_pipeline(
         **measured_on(device),
         "baseline": baseline["name"],
         "rows": row_results,
-        "references": _references(tasks, reference, detector, num_classes, classifier.config.num_labels,
-                                  videos_per_class),
+        "references": _references(tasks, reference, classifier, detector, num_classes,
+                                  classifier.config.num_labels, videos_per_class, classifier_batch_size),
     }
 
 
@@ -582,6 +722,10 @@ def _generation_table(results: dict) -> list[str]:
     real = results["references"]["real_videos"]
     lines.append("| " + " | ".join([f"real videos ({real['num_videos']})", "", "", "", "", "",
                                     *_generation_cells(real)]) + " |")
+    reconstructed = results["references"].get("tokenizer_reconstruction_videos")  # absent in older results files
+    if reconstructed is not None:
+        lines.append("| " + " | ".join([f"the same real videos through the tokenizer ({reconstructed['num_videos']})",
+                                        "", "", "", "", "", *_generation_cells(reconstructed)]) + " |")
     return [*lines, ""]
 
 
