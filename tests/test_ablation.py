@@ -57,3 +57,67 @@ def test_the_table_is_rewritten_but_notes_below_the_marker_are_kept(ablation, tm
     assert "| again |" in text and "| baseline |" not in text
     assert text.endswith("\nWhat the rows say.\n")
     json.dumps(settings)  # the settings block is what ablation.json records
+
+
+VIDEO_SCRIPT = SCRIPT.with_name("video_positions.py")
+
+
+@pytest.fixture(scope="module")
+def video_positions():
+    spec = importlib.util.spec_from_file_location("video_positions", VIDEO_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_video_position_rows_differ_only_in_their_embedding_type_and_seed(video_positions, tmp_path):
+    args = video_positions.parse_args(["--output_dir", str(tmp_path)])
+    reference = video_positions.train_command(args, "joint", tmp_path / "c.json")
+    types = set()
+    for name, (_, seed, overrides) in video_positions.ROWS.items():
+        command = video_positions.train_command(args, name, tmp_path / "c.json")
+        differing = {flag for flag in set(command) | set(reference) if flag.startswith("--")
+                     and flag_values(command, flag) != flag_values(reference, flag)}
+        assert differing <= {"--output_dir", "--seed"}, (name, differing)
+        assert flag_values(command, "--seed") == [str(seed)]
+        assert flag_values(command, "--context_frames") == ["4"]
+        assert set(overrides) == {"position_embedding_type"}
+        types.add(overrides["position_embedding_type"])
+    assert types == {"joint", "factorized"}
+
+
+def test_video_position_losses_cover_every_width_and_skip_the_context(video_positions):
+    import torch
+
+    from mgnt_hf import MGNTConfig, MGNTTransformer
+
+    torch.manual_seed(0)
+    model = MGNTTransformer(MGNTConfig(codebook_size=16, num_classes=3, token_grid=(2, 2, 2), hidden_size=16,
+                                       num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                       nested_widths=(8, 16))).eval()
+    tokens = torch.randint(0, 16, (6, 8), generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(6) % 3
+    seen = []
+
+    class Recording(torch.nn.Module):
+        config = model.config
+
+        def forward(self, inputs, class_labels, width):
+            seen.append(inputs.clone())
+            return model(inputs, class_labels, width=width)
+
+    losses = video_positions.heldout_losses(Recording(), tokens, labels, num_context_tokens=4)
+    assert set(losses) == {"generation", "prediction"} and set(losses["prediction"]) == {"8", "16"}
+    assert all(value > 0 for task in losses.values() for value in task.values())
+    mask_id = model.config.mask_token_id
+    generation_inputs, prediction_inputs = seen[0], seen[-1]  # one batch per width and task
+    assert (generation_inputs[:, :4] == mask_id).any()  # generation may mask the first frame's tokens
+    assert not (prediction_inputs[:, :4] == mask_id).any() and (prediction_inputs[:, 4:] == mask_id).any()
+
+
+def test_video_position_table_lists_both_tasks(video_positions, tmp_path):
+    row = {"name": "joint", "description": "d", "parameters": 1234, "train_wall_seconds": 120.0,
+           "heldout_cross_entropy": {"generation": {"16": 5.0, "128": 4.5}, "prediction": {"16": 4.0, "128": 3.5}}}
+    table = video_positions.format_table([row])
+    assert "| joint | d | 1,234 | 5.0000 | 4.5000 | 4.0000 | 3.5000 | 2.0 |" in table
+    assert "generation CE w16" in table and "prediction CE w128" in table

@@ -27,7 +27,8 @@ def standalone_model(model, width):
     """The MGNTTransformer of hidden size `width` whose parameters are leading slices of `model`'s."""
     config = model.config
     small = MGNTTransformer(MGNTConfig(**{
-        **TINY, "token_grid": config.token_grid, "hidden_size": width, "num_attention_heads": config.heads_at(width),
+        **TINY, "token_grid": config.token_grid, "position_embedding_type": config.position_embedding_type,
+        "hidden_size": width, "num_attention_heads": config.heads_at(width),
         "intermediate_size": config.intermediate_size_at(width), "nested_widths": (width,)}))
     shared = model.state_dict()
     sliced = {name: shared[name][tuple(slice(0, size) for size in tensor.shape)]
@@ -194,6 +195,58 @@ def test_analytic_flops_scale_about_quadratically_with_width():
     assert 10 < full / count_forward_flops(config, 192) < 16
 
 
+def test_factorized_positions_are_the_sum_of_a_frame_a_row_and_a_column_table():
+    model = tiny_model(token_grid=(2, 3, 4), position_embedding_type="factorized")
+    embeddings = model.embeddings
+    assert embeddings.position_embeddings is None
+    assert embeddings.row_position_embeddings.shape == (3, 32) and embeddings.column_position_embeddings.shape == (4, 32)
+    for width in TINY["nested_widths"]:
+        table = embeddings.grid_position_embeddings(width)
+        assert table.shape == (24, width)
+        for t in range(2):
+            for i in range(3):
+                for j in range(4):
+                    expected = embeddings.temporal_position_embeddings[t, :width] + (
+                        embeddings.row_position_embeddings[i, :width] + embeddings.column_position_embeddings[j, :width])
+                    assert torch.equal(table[t * 12 + i * 4 + j], expected)
+    joint = tiny_model(token_grid=(2, 3, 4))
+    saved = (12 - 3 - 4) * 32  # one row per (h, w) position against one per row and one per column
+    assert joint.num_parameters() - model.num_parameters() == saved
+
+
+@pytest.mark.parametrize("grid", [(4, 4), (2, 2, 4)])
+def test_factorized_positions_keep_nesting_and_the_cache_exact(grid):
+    model = tiny_model(token_grid=grid, position_embedding_type="factorized")
+    ids, labels = random_inputs(model.config)
+    for width in TINY["nested_widths"]:
+        nested = model(ids, labels, width=width).logits
+        torch.testing.assert_close(nested, standalone_model(model, width)(ids, labels).logits, rtol=0, atol=1e-6)
+        cache = model.new_cache(batch_size=3)
+        full = model(ids, labels, width=width, cache=cache).logits
+        active = torch.arange(5).expand(3, 5) + 7
+        cached = model(ids, labels, width=width, cache=cache, active_positions=active).logits
+        torch.testing.assert_close(cached, full[:, 7:12], rtol=1e-5, atol=1e-5)
+
+
+def test_factorized_positions_round_trip_and_a_pipeline_refuses_them_under_a_joint_config(tmp_path):
+    from mgnt_hf import MGNTScheduler, MGNTVideoPipeline, MGNTVQConfig, MGNTVQModel
+
+    model = tiny_model(token_grid=(2, 4, 4), position_embedding_type="factorized")
+    model.save_pretrained(tmp_path / "factorized")
+    loaded = MGNTTransformer.from_pretrained(tmp_path / "factorized")
+    assert loaded.config.position_embedding_type == "factorized"
+    ids, labels = random_inputs(model.config)
+    assert torch.equal(loaded(ids, labels).logits, model(ids, labels).logits)
+    vqvae = MGNTVQModel(MGNTVQConfig(num_channels=1, resolution=16, codebook_size=16, embedding_dim=8, base_channels=8,
+                                     channel_multipliers=(1, 2, 2), norm_num_groups=4, num_frames=4,
+                                     temporal_downsample_factor=2))
+    MGNTVideoPipeline(model, vqvae, MGNTScheduler()).save_pretrained(tmp_path / "pipe")
+    config_path = tmp_path / "pipe" / "transformer" / "config.json"
+    config_path.write_text(config_path.read_text().replace('"factorized"', '"joint"'))
+    with pytest.raises(OSError, match="lack 1 tensor .*embeddings.position_embeddings"):
+        MGNTVideoPipeline.from_pretrained(tmp_path / "pipe")
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(nested_widths=(8, 16)), "must end with hidden_size"),
     (dict(nested_widths=(16, 8, 32)), "strictly ascending"),
@@ -204,6 +257,7 @@ def test_analytic_flops_scale_about_quadratically_with_width():
     (dict(class_dropout_prob=1.5), "class_dropout_prob"),
     (dict(intermediate_size=62), "fractional MLP size"),
     (dict(id2label={0: "a"}), "id2label"),
+    (dict(position_embedding_type="rotary"), r"position_embedding_type must be one of \['joint', 'factorized'\]"),
 ])
 def test_invalid_config_raises(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -10,6 +10,8 @@ from transformers import PretrainedConfig
 # How far `fraction * hidden_size` may be from an integer and still name that width (float fractions such as
 # 0.125 or 1/3 of a hidden size divisible by 3 are not exact).
 WIDTH_FRACTION_TOLERANCE = 1e-6
+# "joint": a table per (h, w) position (+ one per latent frame); "factorized": row + column (+ frame) tables.
+POSITION_EMBEDDING_TYPES = ("joint", "factorized")
 
 
 class MGNTConfig(PretrainedConfig):
@@ -27,6 +29,13 @@ class MGNTConfig(PretrainedConfig):
             given, else 1000.
         token_grid (`tuple[int, ...]`, defaults to `(16, 16)`):
             Shape of the token grid: `(h, w)` for images, `(t, h, w)` for video.
+        position_embedding_type (`str`, defaults to `"joint"`):
+            How the learned position embedding of grid token `(t, i, j)` is built. `"joint"`: one table row per
+            spatial position `(i, j)` (`position_embeddings`, `[h * w, D]`), plus a row per latent frame `t`
+            for video (`temporal_position_embeddings`, `[t, D]`). `"factorized"`: the sum of a row, a column and
+            (video) a frame table (`row_position_embeddings` `[h, D]`, `column_position_embeddings` `[w, D]`,
+            `temporal_position_embeddings`): fewer parameters, and every position shares what is learnt of its
+            row and column. Checkpoints saved before this field existed are `"joint"`.
         hidden_size (`int`, defaults to 768):
             Width `D` of the full model.
         num_hidden_layers (`int`, defaults to 12):
@@ -69,6 +78,7 @@ class MGNTConfig(PretrainedConfig):
     codebook_size: int = 1024
     num_classes: int | None = None
     token_grid: tuple[int, ...] | list[int] = (16, 16)
+    position_embedding_type: str = "joint"
     hidden_size: int = 768
     num_hidden_layers: int = 12
     num_attention_heads: int = 16
@@ -137,6 +147,9 @@ class MGNTConfig(PretrainedConfig):
             raise ValueError(
                 f"MGNTConfig.token_grid must have 2 (h, w) or 3 (t, h, w) positive entries, got {self.token_grid!r}"
             )
+        if self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
+            raise ValueError(f"MGNTConfig.position_embedding_type must be one of {list(POSITION_EMBEDDING_TYPES)}, "
+                             f"got {self.position_embedding_type!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"MGNTConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "

@@ -163,23 +163,34 @@ def _sliced_linear(linear: nn.Linear, hidden_states: torch.Tensor, out_features:
 
 
 class MGNTEmbeddings(nn.Module):
-    """Token, class and learned position embeddings (factorised into time and space for video grids)."""
+    """Token, class and learned position embeddings: a time table (video) plus a table per (h, w) position
+    (`position_embedding_type="joint"`) or a row and a column table (`"factorized"`)."""
 
     def __init__(self, config: MGNTConfig):
         super().__init__()
         self.token_grid = config.token_grid
         self.token_embeddings = nn.Embedding(config.codebook_size + 1, config.hidden_size)  # + mask id
         self.class_embeddings = nn.Embedding(config.num_classes + 1, config.hidden_size)  # + null class
-        spatial_tokens = config.token_grid[-1] * config.token_grid[-2]
-        self.position_embeddings = nn.Parameter(torch.zeros(spatial_tokens, config.hidden_size))
+        height, width = config.token_grid[-2:]
+        if config.position_embedding_type == "joint":
+            self.position_embeddings = nn.Parameter(torch.zeros(height * width, config.hidden_size))
+            self.row_position_embeddings = self.column_position_embeddings = None
+        else:
+            self.position_embeddings = None
+            self.row_position_embeddings = nn.Parameter(torch.zeros(height, config.hidden_size))
+            self.column_position_embeddings = nn.Parameter(torch.zeros(width, config.hidden_size))
         if len(config.token_grid) == 3:
             self.temporal_position_embeddings = nn.Parameter(torch.zeros(config.token_grid[0], config.hidden_size))
         else:
             self.temporal_position_embeddings = None
 
     def grid_position_embeddings(self, width: int) -> torch.Tensor:
-        """`[N, width]` position embedding of every grid token."""
-        spatial = self.position_embeddings[:, :width]
+        """`[N, width]` position embedding of every grid token (row-major over (t,) h, w)."""
+        if self.position_embeddings is not None:
+            spatial = self.position_embeddings[:, :width]
+        else:
+            rows, columns = self.row_position_embeddings[:, :width], self.column_position_embeddings[:, :width]
+            spatial = (rows[:, None, :] + columns[None, :, :]).reshape(-1, width)
         if self.temporal_position_embeddings is None:
             return spatial
         temporal = self.temporal_position_embeddings[:, :width]
@@ -345,6 +356,8 @@ class MGNTPreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
         (r"embeddings\.class_embeddings\.weight", "num_classes", lambda shape: shape[0] - 1),  # + the null class
         (r"embeddings\.position_embeddings", "token_grid", lambda shape: f"of {shape[0]} (h x w) positions"),
         (r"embeddings\.temporal_position_embeddings", "token_grid", lambda shape: f"of {shape[0]} latent frames"),
+        (r"embeddings\.row_position_embeddings", "token_grid", lambda shape: f"of {shape[0]} token rows"),
+        (r"embeddings\.column_position_embeddings", "token_grid", lambda shape: f"of {shape[0]} token columns"),
         (r"layers\.\d+\.mlp\.fc1\.weight", "intermediate_size", lambda shape: shape[0]),
         (r"embeddings\.token_embeddings\.weight", "hidden_size", lambda shape: shape[1]),
     )
@@ -362,9 +375,10 @@ class MGNTPreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, MGNTEmbeddings):
-            init.normal_(module.position_embeddings, mean=0.0, std=self.config.initializer_range)
-            if module.temporal_position_embeddings is not None:
-                init.normal_(module.temporal_position_embeddings, mean=0.0, std=self.config.initializer_range)
+            for table in (module.position_embeddings, module.row_position_embeddings,
+                          module.column_position_embeddings, module.temporal_position_embeddings):
+                if table is not None:
+                    init.normal_(table, mean=0.0, std=self.config.initializer_range)
 
 
 class MGNTTransformer(MGNTPreTrainedModel):
