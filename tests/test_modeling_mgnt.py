@@ -237,6 +237,12 @@ def test_factorized_positions_round_trip_and_a_pipeline_refuses_them_under_a_joi
     assert loaded.config.position_embedding_type == "factorized"
     ids, labels = random_inputs(model.config)
     assert torch.equal(loaded(ids, labels).logits, model(ids, labels).logits)
+    # Loading them as "joint" would leave the (h, w) table random: refused, by the model and by a pipeline.
+    with pytest.raises(OSError, match="lack 1 tensor that its MGNTTransformer config needs: "
+                                      "embeddings.position_embeddings; they would start random"):
+        MGNTTransformer.from_pretrained(tmp_path / "factorized", position_embedding_type="joint")
+    with pytest.raises(OSError, match="lack 1 tensor"):
+        AutoModel.from_pretrained(tmp_path / "factorized", position_embedding_type="joint")
     vqvae = MGNTVQModel(MGNTVQConfig(num_channels=1, resolution=16, codebook_size=16, embedding_dim=8, base_channels=8,
                                      channel_multipliers=(1, 2, 2), norm_num_groups=4, num_frames=4,
                                      temporal_downsample_factor=2))

@@ -143,7 +143,10 @@ def check_weights_fit_config(model_class, config, folder: str | os.PathLike, var
 
 class SafetensorsOnlyMixin:
     """Mixed in before `PreTrainedModel`: `from_pretrained` loads safetensors only (`use_safetensors=True`; False is
-    refused) and names the file when a local one is damaged, instead of safetensors' error without a file name."""
+    refused), names the file when a local one is damaged, instead of safetensors' error without a file name, and
+    refuses weights that do not make the model its config builds (tensors missing from the checkpoint, or left
+    unused by it) instead of transformers' random initialisation of the missing ones. Tensors whose saved shape
+    differs are re-initialised only when asked for (`ignore_mismatched_sizes=True`, e.g. another class count)."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, use_safetensors: bool | None = None, **kwargs):
@@ -151,4 +154,15 @@ class SafetensorsOnlyMixin:
         folder = Path(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
         if folder.is_dir():
             read_weight_shapes(weight_files(folder, kwargs.get("variant")))
-        return super().from_pretrained(pretrained_model_name_or_path, *args, use_safetensors=True, **kwargs)
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, use_safetensors=True,
+                                              output_loading_info=True, **kwargs)
+        for kind, verb in (("missing_keys", "lack"), ("unexpected_keys", "hold unused")):
+            names = sorted(info.get(kind) or ())
+            if names:
+                raise OSError(f"the weights of {pretrained_model_name_or_path} {verb} {_tensors(len(names))} that "
+                              f"its {cls.__name__} config {'needs' if kind == 'missing_keys' else 'does not build'}: "
+                              f"{_listed(names)}; they would {'start random' if kind == 'missing_keys' else 'be lost'}."
+                              " The config does not match the weights: correct it (or a from_pretrained override) "
+                              "or use the weights saved with it")
+        return (model, info) if wants_info else model
