@@ -3,7 +3,8 @@
 # stand-in for UCF101 / Kinetics600: 16 grayscale 64x64 frames -> 4x8x8 tokens. A causal video tokenizer, then
 # the nested transformer trained for class-conditional generation and, on half of the examples, frame
 # prediction from the first 4 frames. The defaults are the values the shipped model was trained with on a
-# 2-core CPU (see its model card). Environment overrides: DATA, RUN, SOURCE_DIR, NUM_TRAIN, NUM_TEST,
+# 2-core CPU (see its model card), except the transformer's position embeddings: the config now asks for
+# factorised t/h/w tables (docs/video_positions.md); the shipped transformer has the older joint (h, w) table. Environment overrides: DATA, RUN, SOURCE_DIR, NUM_TRAIN, NUM_TEST,
 # TOKENIZER_STEPS, TOKENIZER_LR, TOKENIZER_WARMUP, TOKENIZER_SEED,
 #   TOKENIZER_FROM (a saved tokenizer, e.g. pipelines/mgnt-moving-fashion-mnist/vqvae: continue training it
 #     instead of starting from the preset; its config is kept),
