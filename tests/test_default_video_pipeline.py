@@ -33,3 +33,17 @@ def test_the_video_pipeline_generates_and_predicts_with_fewer_flops_than_maskgit
     predicted = pipe(None, context_frames=context, output_type="latent", generator=torch.Generator().manual_seed(1))
     context_ids = pipe.vqvae.encode(torch.from_numpy(context).permute(0, 4, 1, 2, 3) * 2 - 1)
     assert torch.equal(predicted.frames[:, :1], context_ids)
+
+
+def test_the_intermediate_f4_tokenizer_loads_and_is_causal_in_time():
+    from mgnt_hf import MGNTVQModel
+
+    vqvae = MGNTVQModel.from_pretrained(FOLDER.parents[1] / "training" / "intermediate" /
+                                        "moving-fashion-mnist-vqvae-f4").eval()
+    assert vqvae.config.token_grid == (4, 16, 16) and vqvae.config.codebook_size == 512
+    clip = torch.rand(1, 1, 16, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        codes = vqvae.encode(clip)
+        assert codes.shape == (1, 4, 16, 16)
+        assert torch.equal(vqvae.encode(clip[:, :, :4]), codes[:, :1])  # the first 4 frames alone: latent frame 0
+        assert vqvae.decode(codes).shape == (1, 1, 16, 64, 64)
