@@ -10,12 +10,16 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "training" / "ablations" / "nested_fashion_mnist.py"
 
 
-@pytest.fixture(scope="module")
-def ablation():
-    spec = importlib.util.spec_from_file_location("nested_fashion_mnist", SCRIPT)
+def load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    return load_script(SCRIPT)
 
 
 def flag_values(command, flag):
@@ -64,10 +68,7 @@ VIDEO_SCRIPT = SCRIPT.with_name("video_positions.py")
 
 @pytest.fixture(scope="module")
 def video_positions():
-    spec = importlib.util.spec_from_file_location("video_positions", VIDEO_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(VIDEO_SCRIPT)
 
 
 def test_video_position_rows_differ_only_in_their_embedding_type_and_seed(video_positions, tmp_path):

@@ -209,11 +209,16 @@ def cpu_name() -> str:
 NOTES_MARKER = "<!-- notes: kept when the table is rewritten -->"
 
 
-def write_markdown(path: Path, table: str, settings: dict) -> None:
-    """The table with its settings; whatever follows `NOTES_MARKER` in an existing file is kept."""
+def write_with_notes(path: Path, header: list[str], table: str) -> None:
+    """`header` lines, then the table; whatever follows `NOTES_MARKER` in an existing file is kept."""
     notes = ""
     if path.is_file() and NOTES_MARKER in path.read_text():
         notes = path.read_text().split(NOTES_MARKER, 1)[1]
+    path.write_text("\n".join(header) + "\n" + table + "\n\n" + NOTES_MARKER + (notes or "\n"))
+
+
+def write_markdown(path: Path, table: str, settings: dict) -> None:
+    """The table with its settings; whatever follows `NOTES_MARKER` in an existing file is kept."""
     header = [
         "# Nested training ablation (Fashion-MNIST proxy)", "",
         "Written by `python training/ablations/nested_fashion_mnist.py` (one row per setting, the same budget per "
@@ -229,7 +234,7 @@ def write_markdown(path: Path, table: str, settings: dict) -> None:
         "every row), 12 steps, guidance as the saved scheduler; `smallest` = the smallest width alone, "
         "`default+cache` = the default MaGNeTS schedule with the cache.", "",
     ]
-    path.write_text("\n".join(header) + "\n" + table + "\n\n" + NOTES_MARKER + (notes or "\n"))
+    write_with_notes(path, header, table)
 
 
 def main(argv=None) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nested_fashion_mnist import cpu_name  # noqa: E402  (a sibling script, not a package)
+from nested_fashion_mnist import cpu_name, write_with_notes  # noqa: E402  (a sibling script, not a package)
 
 from mgnt_hf import MGNTTransformer, MGNTVQModel  # noqa: E402
 from mgnt_hf.evaluation.data import load_video_arrays, videos_to_tensor  # noqa: E402
@@ -164,14 +164,8 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-NOTES_MARKER = "<!-- notes: kept when the table is rewritten -->"
-
-
 def write_markdown(path: Path, table: str, settings: dict) -> None:
-    """The table with its settings; whatever follows `NOTES_MARKER` in an existing file is kept."""
-    notes = ""
-    if path.is_file() and NOTES_MARKER in path.read_text():
-        notes = path.read_text().split(NOTES_MARKER, 1)[1]
+    """The table with its settings; the notes below the marker of an existing file are kept ([`write_with_notes`])."""
     header = [
         "# Video position embeddings: time x joint(h, w) against factorised t / h / w", "",
         "Written by `python training/ablations/video_positions.py` (one row per setting, the same budget per row).",
@@ -185,7 +179,7 @@ def write_markdown(path: Path, table: str, settings: dict) -> None:
         f"width on {settings['heldout_videos']} test videos, cosine-schedule masks drawn once and shared by every "
         "row; prediction: the context frames' tokens given, only the later ones masked and scored.", "",
     ]
-    path.write_text("\n".join(header) + "\n" + table + "\n\n" + NOTES_MARKER + (notes or "\n"))
+    write_with_notes(path, header, table)
 
 
 def main(argv=None) -> int:

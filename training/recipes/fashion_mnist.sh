@@ -31,16 +31,8 @@ RESUME_ARGS=()
 [ "${RESUME:-0}" = 1 ] && RESUME_ARGS=(--resume_from_checkpoint latest)
 CONTINUE_FROM=${CONTINUE_FROM:-}
 
-# bf16 autocast only where the hardware has bf16 matmuls (a CUDA device that supports it, a CPU with AMX or
-# avx512_bf16); elsewhere it is about 4x slower than fp32. An explicit MIXED_PRECISION wins.
-read -r CHOSEN_PRECISION PRECISION_REASON < <(python -c \
-  "from mgnt_hf.utils.hardware import default_mixed_precision as d; p, r = d(); print(p, r)")
-if [ -n "${MIXED_PRECISION:-}" ]; then
-  echo "mixed precision: $MIXED_PRECISION (set by MIXED_PRECISION; the hardware default would be $CHOSEN_PRECISION: $PRECISION_REASON)"
-else
-  MIXED_PRECISION=$CHOSEN_PRECISION
-  echo "mixed precision: $MIXED_PRECISION (chosen from the hardware: $PRECISION_REASON)"
-fi
+source training/recipes/choose_precision.sh  # the recipe runs from the repository root
+choose_precision "mixed precision"
 DEVICE_ARGS=()
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || DEVICE_ARGS=(--cpu)
 LAUNCH=(accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no "${DEVICE_ARGS[@]}"

@@ -33,17 +33,8 @@ else
 fi
 LAUNCH=(accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no ${ACCELERATE_ARGS:-})
 
-# bf16 autocast only where the hardware has bf16 matmuls (CUDA, or a CPU with AMX / avx512_bf16: there the
-# tokenizer's convolutions train about 2.2x faster than in fp32, measured on a 2-core AMX Xeon); elsewhere it
-# is about 4x slower than fp32. An explicit MIXED_PRECISION wins.
-read -r CHOSEN_PRECISION PRECISION_REASON < <(python -c \
-  "from mgnt_hf.utils.hardware import default_mixed_precision as d; p, r = d(); print(p, r)")
-if [ -n "${MIXED_PRECISION:-}" ]; then
-  echo "tokenizer mixed precision: $MIXED_PRECISION (set by MIXED_PRECISION; the hardware default would be $CHOSEN_PRECISION: $PRECISION_REASON)"
-else
-  MIXED_PRECISION=$CHOSEN_PRECISION
-  echo "tokenizer mixed precision: $MIXED_PRECISION (chosen from the hardware: $PRECISION_REASON)"
-fi
+source training/recipes/choose_precision.sh  # the recipe runs from the repository root
+choose_precision "tokenizer mixed precision"
 
 [ -f "$DATA/dataset_dict.json" ] || python training/prepare_moving_fashion_mnist.py --source_dir "$SOURCE_DIR" \
   --output_dir "$DATA" --num_train "${NUM_TRAIN:-12000}" --num_test "${NUM_TEST:-1000}" --seed 0

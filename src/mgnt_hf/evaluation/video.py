@@ -127,10 +127,11 @@ FVD_NOT_COMPUTED = ("not computed: pass i3d_torchscript (a TorchScript I3D such 
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_real_videos(pipeline, real_videos, real_labels) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Real videos -> float `[N, T, C, H, W]` in [0, 1] at the tokenizer's clip shape; labels -> int64 `[N]` or None."""
-    config = pipeline.vqvae.config
-    expected = (config.num_frames, *config.resolution, config.num_channels)
+def _check_clips_and_labels(vq_config, real_videos, real_labels, num_classes: int,
+                            classes: str = "") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Real videos `[N >= 2, T, H, W, C]` at the tokenizer's clip shape -> float `[N, T, C, H, W]` in [0, 1];
+    labels -> int64 `[N]` ids in `[0, num_classes)` or None (`classes` names those classes in the error)."""
+    expected = (vq_config.num_frames, *vq_config.resolution, vq_config.num_channels)
     shape = tuple(getattr(real_videos, "shape", ()))
     if len(shape) != 5 or shape[1:] != expected or shape[0] < 2:
         raise ValueError(f"real_videos must be [N >= 2, {', '.join(map(str, expected))}] (N, T, H, W, C: the "
@@ -139,14 +140,19 @@ def _check_real_videos(pipeline, real_videos, real_labels) -> tuple[torch.Tensor
     if real_labels is None:
         return videos, None
     labels = torch.as_tensor(np.asarray(real_labels))
-    num_classes = pipeline.transformer.config.num_classes
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.shape != (shape[0],):
         raise ValueError(f"real_labels must be {shape[0]} integer class ids [N], got dtype {labels.dtype}, shape "
                          f"{tuple(labels.shape)}")
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"real_labels must lie in [0, {num_classes}), got values in [{int(labels.min())}, "
+        raise ValueError(f"real_labels must lie in [0, {num_classes}){classes}, got values in [{int(labels.min())}, "
                          f"{int(labels.max())}]")
     return videos, labels.long()
+
+
+def _check_real_videos(pipeline, real_videos, real_labels) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Real videos and labels of the pipeline's tokenizer clips and transformer classes ([`_check_clips_and_labels`])."""
+    return _check_clips_and_labels(pipeline.vqvae.config, real_videos, real_labels,
+                                   pipeline.transformer.config.num_classes)
 
 
 def _check_context_frames(pipeline, context_frames) -> int:
@@ -342,26 +348,12 @@ def _check_tokenizer_videos(vqvae, classifier, real_videos, real_labels) -> tupl
     if config is None or not getattr(config, "is_video", False):
         raise ValueError("video_tokenizer_reconstruction needs a video MGNTVQModel (config.num_frames set); for an "
                          "image tokenizer use mgnt_hf.evaluation.tokenizer_reconstruction")
-    expected = (config.num_frames, *config.resolution, config.num_channels)
-    shape = tuple(getattr(real_videos, "shape", ()))
-    if len(shape) != 5 or shape[1:] != expected or shape[0] < 2:
-        raise ValueError(f"real_videos must be [N >= 2, {', '.join(map(str, expected))}] (N, T, H, W, C: the "
-                         f"tokenizer's clips), got {list(shape) if shape else type(real_videos).__name__}")
     classifier_shape = (classifier.config.num_channels, classifier.config.image_size, classifier.config.image_size)
     if classifier_shape != (config.num_channels, *config.resolution):
         raise ValueError(f"the tokenizer's frames are {[config.num_channels, *config.resolution]} (channels, height, "
                          f"width) but the classifier takes {list(classifier_shape)}")
-    if real_labels is None:
-        return videos_to_tensor(real_videos), None
-    labels = torch.as_tensor(np.asarray(real_labels))
-    num_labels = classifier.config.num_labels
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.shape != (shape[0],):
-        raise ValueError(f"real_labels must be {shape[0]} integer class ids [N], got dtype {labels.dtype}, shape "
-                         f"{tuple(labels.shape)}")
-    if labels.min() < 0 or labels.max() >= num_labels:
-        raise ValueError(f"real_labels must lie in [0, {num_labels}) (the classifier's classes), got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
-    return videos_to_tensor(real_videos), labels.long()
+    return _check_clips_and_labels(config, real_videos, real_labels, classifier.config.num_labels,
+                                   " (the classifier's classes)")
 
 
 @torch.no_grad()
