@@ -76,11 +76,13 @@ def test_the_video_recipe_chooses_the_tokenizer_precision_from_the_hardware(tmp_
     assert tokenizer_args[tokenizer_args.index("--vq_config") + 1] == "moving-fashion-mnist"
     assert transformer_args[transformer_args.index("--mixed_precision") + 1] == "no"
     assert "--resume_from_checkpoint" not in launches[0] + launches[1]
+    assert "--max_train_seconds" not in launches[0] + launches[1]  # no cap unless asked
 
 
 def test_the_video_recipe_continues_a_saved_tokenizer_and_can_stop_after_it(tmp_path):
     stdout, launches = run_recipe(tmp_path, recipe=VIDEO_RECIPE, TOKENIZER_FROM="pipelines/mgnt-moving-fashion-mnist/vqvae",
-                                  TOKENIZER_ONLY="1", RESUME="1", TOKENIZER_LR="5e-4", MIXED_PRECISION="no")
+                                  TOKENIZER_ONLY="1", RESUME="1", TOKENIZER_LR="5e-4", MIXED_PRECISION="no",
+                                  TOKENIZER_SECONDS="7200")
     assert "tokenizer mixed precision: no (set by MIXED_PRECISION" in stdout
     assert len(launches) == 1 and "train_tokenizer.py" in launches[0]
     args = launches[0].split()
@@ -88,3 +90,4 @@ def test_the_video_recipe_continues_a_saved_tokenizer_and_can_stop_after_it(tmp_
     assert "--vq_config" not in args
     assert args[args.index("--learning_rate") + 1] == "5e-4" and args[args.index("--mixed_precision") + 1] == "no"
     assert args[args.index("--resume_from_checkpoint") + 1] == "latest"
+    assert args[args.index("--max_train_seconds") + 1] == "7200"

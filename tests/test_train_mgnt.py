@@ -114,6 +114,15 @@ def test_resume_from_latest_continues_exactly_like_an_uninterrupted_run(workspac
         torch.testing.assert_close(final_actual[name], final_expected[name], rtol=0, atol=0, msg=name)
 
 
+def test_a_time_budget_stops_after_the_crossing_step_with_a_checkpoint_and_the_pipeline(workspace, tmp_path):
+    output = tmp_path / "run"
+    result = launch(1, train_arguments(workspace, output, "--max_train_steps", "6", "--checkpointing_steps", "4",
+                                       "--max_train_seconds", "0"))
+    assert "--max_train_seconds 0.0 reached at step 1" in result.stdout + result.stderr
+    assert [step for step, _ in list_checkpoints(output)] == [1]
+    assert MGNTPipeline.from_pretrained(output).transformer.config.token_grid == (4, 4)
+
+
 def test_a_second_run_reuses_the_token_cache(workspace, tmp_path):
     first = launch(1, train_arguments(workspace, tmp_path / "a", "--max_train_steps", "1", "--token_cache_dir",
                                       str(tmp_path / "cache")))

@@ -423,3 +423,26 @@ def test_skipping_seen_batches_reproduces_the_data_order():
     epoch, skip = resume_position(7, 1, 5)
     resumed = batches([(epoch, skip), (epoch + 1, 0)])
     assert resumed == straight[7:]
+
+
+def test_time_budget_stops_after_the_crossing_step_and_resumes_to_the_same_weights(tmp_path):
+    """--max_train_seconds 0 is crossed by the first step: checkpoint-1 and the tokenizer are saved, and the
+    same command resumed without the budget ends with the weights of an uninterrupted run."""
+    script = load_script()
+    data_dir = make_image_folder(tmp_path / "images", per_class=6)
+    config = write_vq_config(tmp_path / "vq.json")
+    script.main(base_arguments(data_dir, config, tmp_path / "straight", 6) + ["--validation_split", "none"])
+    reset_accelerate_state()
+    budgeted = tmp_path / "budgeted"
+    script.main(base_arguments(data_dir, config, budgeted, 6) + ["--validation_split", "none",
+                                                                  "--max_train_seconds", "0"])
+    assert [step for step, _ in list_checkpoints(budgeted)] == [1]
+    assert [row["step"] for row in read_metrics(budgeted)] == [1]
+    assert MGNTVQModel.from_pretrained(budgeted).config.token_grid == (4, 4)
+    reset_accelerate_state()
+    script.main(base_arguments(data_dir, config, budgeted, 6)
+                + ["--validation_split", "none", "--resume_from_checkpoint", "latest"])
+    straight = MGNTVQModel.from_pretrained(tmp_path / "straight").state_dict()
+    resumed = MGNTVQModel.from_pretrained(budgeted).state_dict()
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)

@@ -57,7 +57,7 @@ from mgnt_hf.tokenized_dataset import LABEL_COLUMN, TOKENS_COLUMN, tokenize_data
 from mgnt_hf.video_io import VideoTransform, check_videos, load_video_dataset, resolve_video_columns
 from mgnt_hf.training_utils import CheckpointManager, EMAModel, StopSignalGuard, check_launch, check_resume_setting, \
     epoch_dataloader, exit_after_signal, ignore_stop_signals, remove_incomplete_checkpoints, resume_position, \
-    resume_training, steps_per_epoch
+    resume_training, steps_per_epoch, time_budget_spent
 
 logger = get_logger(__name__)
 
@@ -570,12 +570,7 @@ def main(argv=None):
                     checkpoints.save(global_step)
                 if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     log_validation(accelerator, unwrapped, vqvae, id2label, args, global_step)
-                if args.max_train_seconds is not None and time.perf_counter() - run_start > args.max_train_seconds:
-                    # Every process must agree, as for signals: the main process's clock decides.
-                    out_of_time = torch.tensor([1.0], device=accelerator.device)
-                else:
-                    out_of_time = torch.tensor([0.0], device=accelerator.device)
-                if args.max_train_seconds is not None and accelerator.reduce(out_of_time, "max").item() > 0:
+                if time_budget_spent(accelerator, run_start, args.max_train_seconds):
                     accelerator.print(f"--max_train_seconds {args.max_train_seconds} reached at step {global_step}")
                     max_train_steps = global_step
                     break

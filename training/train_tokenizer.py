@@ -80,6 +80,7 @@ from mgnt_hf.training_utils import (
     resume_position,
     resume_training,
     steps_per_epoch,
+    time_budget_spent,
 )
 
 logger = get_logger(__name__)
@@ -132,6 +133,9 @@ def parse_args(argv=None):
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
     optim.add_argument("--max_train_steps", type=int, default=None)
     optim.add_argument("--num_train_epochs", type=int, default=1, help="used when --max_train_steps is not given")
+    optim.add_argument("--max_train_seconds", type=float, default=None,
+                       help="wall-clock budget of this invocation: stop after the step that crosses it, save a "
+                            "checkpoint and the tokenizer (the lr schedule still spans --max_train_steps)")
     optim.add_argument("--learning_rate", type=float, default=2e-4)
     optim.add_argument("--scale_lr", action="store_true",
                        help="multiply the learning rate by processes x batch size x accumulation steps")
@@ -487,11 +491,12 @@ def main(argv=None):
                     disable=not accelerator.is_local_main_process)
     unwrapped_discriminator = accelerator.unwrap_model(discriminator) if use_adversarial else None
     commitment_weight = config.commitment_weight
-    stopped_by_signal = False
+    stopped_by_signal = out_of_time = False
     start_time = time.time()
+    run_start = time.perf_counter()
     with StopSignalGuard() as guard:
         for epoch in range(first_epoch, num_epochs):
-            if global_step >= max_train_steps or stopped_by_signal:
+            if global_step >= max_train_steps or stopped_by_signal or out_of_time:
                 break
             loader = epoch_dataloader(accelerator, train_dataloader, epoch, skip_batches if epoch == first_epoch else 0)
             for batch in loader:
@@ -569,6 +574,10 @@ def main(argv=None):
                     accelerator.log({"validation_mse": mse}, step=global_step)
                     logger.info(f"step {global_step}: validation reconstruction MSE {mse:.5f}")
 
+                if time_budget_spent(accelerator, run_start, args.max_train_seconds):
+                    logger.info(f"--max_train_seconds {args.max_train_seconds} reached at step {global_step}")
+                    out_of_time = True
+                    break
                 if guard.should_stop(accelerator):
                     stopped_by_signal = True
                     break
@@ -578,7 +587,10 @@ def main(argv=None):
     progress.close()
     if stopped_by_signal:
         exit_after_signal(accelerator, guard, checkpoints.finish(global_step), global_step)
-    checkpoints.commit()  # the last step's checkpoint, if it saved one: no later loss will test it
+    if out_of_time:
+        checkpoints.finish(global_step)  # the run resumes from here with the same command
+    else:
+        checkpoints.commit()  # the last step's checkpoint, if it saved one: no later loss will test it
 
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)

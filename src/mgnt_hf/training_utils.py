@@ -495,6 +495,18 @@ def exit_after_signal(accelerator, guard: StopSignalGuard, checkpoint: Path, ste
     sys.exit(guard.exit_code)
 
 
+def time_budget_spent(accelerator, run_start: float, max_train_seconds: float | None) -> bool:
+    """Whether `max_train_seconds` of wall clock have passed since `run_start` (`time.perf_counter()`).
+
+    Every process must agree, as for signals: the main process's clock decides (one reduction per call,
+    made only when a budget is set)."""
+    if max_train_seconds is None:
+        return False
+    spent = accelerator.is_main_process and time.perf_counter() - run_start > max_train_seconds
+    flag = torch.tensor([1.0 if spent else 0.0], device=accelerator.device)
+    return accelerator.reduce(flag, "max").item() > 0
+
+
 def ignore_stop_signals(worker_id: int | None = None) -> None:
     """`DataLoader(worker_init_fn=...)`: workers ignore SIGINT/SIGTERM and leave them to the main process.
 

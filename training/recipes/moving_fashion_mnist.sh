@@ -5,7 +5,8 @@
 # prediction from the first 4 frames. The defaults are the values the shipped model was trained with on a
 # 2-core CPU (see its model card), except the transformer's position embeddings: the config now asks for
 # factorised t/h/w tables (docs/video_positions.md); the shipped transformer has the older joint (h, w) table. Environment overrides: DATA, RUN, SOURCE_DIR, NUM_TRAIN, NUM_TEST,
-# TOKENIZER_STEPS, TOKENIZER_LR, TOKENIZER_WARMUP, TOKENIZER_SEED,
+# TOKENIZER_STEPS, TOKENIZER_LR, TOKENIZER_WARMUP, TOKENIZER_SEED, TOKENIZER_SECONDS (wall-clock cap; the lr
+#   schedule still spans TOKENIZER_STEPS, and RESUME=1 continues it),
 #   TOKENIZER_FROM (a saved tokenizer, e.g. pipelines/mgnt-moving-fashion-mnist/vqvae: continue training it
 #     instead of starting from the preset; its config is kept),
 #   TOKENIZER_ONLY=1 (stop after the tokenizer: a new tokenizer's codes need a transformer trained on them),
@@ -44,7 +45,8 @@ SECONDS=0
   "${TOKENIZER_MODEL_ARGS[@]}" --output_dir "$RUN/tokenizer" --train_batch_size 8 --learning_rate "$TOKENIZER_LR" \
   --lr_scheduler cosine --lr_warmup_steps "$TOKENIZER_WARMUP" --max_train_steps "$TOKENIZER_STEPS" \
   --checkpointing_steps 200 --checkpoints_total_limit 2 --validation_steps 200 --num_validation_images 3 \
-  --max_eval_samples 200 --skip_image_check --seed "$TOKENIZER_SEED" "${RESUME_ARGS[@]}"
+  --max_eval_samples 200 --skip_image_check --seed "$TOKENIZER_SEED" "${RESUME_ARGS[@]}" \
+  ${TOKENIZER_SECONDS:+--max_train_seconds "$TOKENIZER_SECONDS"}
 echo "tokenizer: ${SECONDS}s"
 [ "${TOKENIZER_ONLY:-0}" = 1 ] && exit 0
 
