@@ -195,7 +195,9 @@ def pil_image(mode="RGB", size=(16, 16)):
                                     r"\[1, 3, 8, 16\]"),
     (torch.rand(1, 1, 16, 16), None, r"got a torch tensor of shape \[1, 1, 16, 16\]"),
     (np.random.rand(1, 3, 16, 16), None, r"numpy array \[B, 16, 16, 3\].*got a numpy array of shape \[1, 3, 16, 16\]"),
-    (torch.rand(1, 3, 16, 16) * 2, None, r"image must hold values in \[0, 1\]; got values in \[0.*, 1.9"),
+    # A fixed range: a random one once printed its minimum as 8.34465e-06, which the pattern did not expect.
+    (torch.linspace(0, 1.95, 768).reshape(1, 3, 16, 16), None,
+     r"image must hold values in \[0, 1\]; got values in \[0, 1.95\]"),
     (-torch.rand(1, 3, 16, 16), None, r"image must hold values in \[0, 1\]"),
     (torch.full((1, 3, 16, 16), float("nan")), None, r"image must hold values in \[0, 1\]; got values in none finite"),
     (np.zeros((1, 16, 16, 3), dtype=np.uint8), None, r"floats in \[0, 1\]; got dtype torch.uint8"),
