@@ -492,8 +492,7 @@ def main(argv=None):
     unwrapped_discriminator = accelerator.unwrap_model(discriminator) if use_adversarial else None
     commitment_weight = config.commitment_weight
     stopped_by_signal = out_of_time = False
-    start_time = time.time()
-    run_start = time.perf_counter()
+    start_time = time.perf_counter()  # elapsed times and the --max_train_seconds budget
     with StopSignalGuard() as guard:
         for epoch in range(first_epoch, num_epochs):
             if global_step >= max_train_steps or stopped_by_signal or out_of_time:
@@ -563,7 +562,7 @@ def main(argv=None):
                     if accelerator.is_main_process:
                         with metrics_path.open("a") as file:
                             file.write(json.dumps({"step": global_step, "epoch": epoch,
-                                                   "elapsed_s": round(time.time() - start_time, 2), **logs}) + "\n")
+                                                   "elapsed_s": round(time.perf_counter() - start_time, 2), **logs}) + "\n")
 
                 if global_step % args.checkpointing_steps == 0:
                     checkpoints.save(global_step)
@@ -574,7 +573,7 @@ def main(argv=None):
                     accelerator.log({"validation_mse": mse}, step=global_step)
                     logger.info(f"step {global_step}: validation reconstruction MSE {mse:.5f}")
 
-                if time_budget_spent(accelerator, run_start, args.max_train_seconds):
+                if time_budget_spent(accelerator, start_time, args.max_train_seconds):
                     logger.info(f"--max_train_seconds {args.max_train_seconds} reached at step {global_step}")
                     out_of_time = True
                     break
@@ -597,12 +596,12 @@ def main(argv=None):
     if accelerator.is_main_process:
         unwrapped.save_pretrained(output_dir)
         logger.info(f"saved the tokenizer to {output_dir} after {global_step} steps "
-                    f"({time.time() - start_time:.0f} s of training)")
+                    f"({time.perf_counter() - start_time:.0f} s of training)")
         if validation_images is not None:
             log_validation(unwrapped, validation_images, accelerator, args, global_step)
     if eval_dataloader is not None:
         results = evaluate(model, eval_dataloader, accelerator, config.codebook_size)
-        results.update(step=global_step, train_seconds=round(time.time() - start_time, 1))
+        results.update(step=global_step, train_seconds=round(time.perf_counter() - start_time, 1))
         accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=global_step)
         if accelerator.is_main_process:
             (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
