@@ -395,6 +395,8 @@ def test_ema_min_decay_averages_with_the_requested_decay_from_the_second_step(wo
 @pytest.mark.parametrize("extra, message", [
     (("--ema_decay", "0.9", "--ema_min_decay", "0.95"), r"--ema_min_decay must be in \[0, --ema_decay=0.9\], got 0.95"),
     (("--ema_decay", "1.0"), r"--ema_decay must be in \[0, 1\), got 1.0"),
+    (("--max_train_seconds", "-5"), r"--max_train_seconds must be >= 0, got -5.0"),
+    (("--max_train_seconds", "nan"), r"--max_train_seconds must be >= 0, got nan"),
 ])
 def test_an_ema_floor_above_the_decay_is_refused(workspace, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit):

@@ -446,3 +446,11 @@ def test_time_budget_stops_after_the_crossing_step_and_resumes_to_the_same_weigh
     resumed = MGNTVQModel.from_pretrained(budgeted).state_dict()
     for name, tensor in straight.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("value", ["-5", "nan"])
+def test_a_negative_or_nan_time_budget_is_refused(tmp_path, capsys, value):
+    arguments = base_arguments(tmp_path / "images", tmp_path / "vq.json", tmp_path / "run", 6)
+    with pytest.raises(SystemExit):
+        load_script().parse_args(arguments + ["--max_train_seconds", value])
+    assert f"--max_train_seconds must be >= 0, got {float(value)}" in capsys.readouterr().err

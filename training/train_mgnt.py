@@ -183,6 +183,8 @@ def parse_args(argv=None):
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.max_train_steps is not None and args.max_train_steps < 1:
         parser.error(f"--max_train_steps must be >= 1, got {args.max_train_steps}")
+    if args.max_train_seconds is not None and not args.max_train_seconds >= 0:  # NaN fails this too
+        parser.error(f"--max_train_seconds must be >= 0, got {args.max_train_seconds}")
     if not 0.0 <= args.ema_decay < 1.0:
         parser.error(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
     if not 0.0 <= args.ema_min_decay <= args.ema_decay:

@@ -180,6 +180,8 @@ def parse_args(argv=None):
         parser.error(f"--max_train_steps must be >= 1, got {args.max_train_steps}")
     if args.num_frames is not None and args.num_frames < 1:
         parser.error(f"--num_frames must be >= 1, got {args.num_frames}")
+    if args.max_train_seconds is not None and not args.max_train_seconds >= 0:  # NaN fails this too
+        parser.error(f"--max_train_seconds must be >= 0, got {args.max_train_seconds}")
     if args.resolution is not None and len(args.resolution) not in (1, 2):
         parser.error(f"--resolution takes H or H W, got {args.resolution}")
     if args.push_to_hub and not args.hub_model_id:
