@@ -77,6 +77,9 @@ def test_row_families():
     assert [row_family(name) for name in ("maskgit", "maskgit-3+cache", "width-32-8", "width-8-4+cache",
                                           "default-12+cache", "quarter-up-6+cache", "default")] == [
         "maskgit", "maskgit", "width-32", "width-8", "magnets", "magnets", "default"]
+    # The video runner's rows without a step count are the same families.
+    assert [row_family(name) for name in ("width-64", "width-64+cache", "default+cache")] == [
+        "width-64", "width-64", "default"]
 
 
 def test_pareto_front_keeps_exactly_the_undominated_rows():
@@ -85,6 +88,32 @@ def test_pareto_front_keeps_exactly_the_undominated_rows():
             dict(name="d", gflops_per_image=3.0, classifier_fid=3.0), dict(name="e", gflops_per_image=4.0,
             classifier_fid=1.0)]
     assert pareto_front(rows) == ["a", "b", "e"]  # c and d are beaten by b
+
+
+def test_pareto_front_of_a_measure_where_higher_is_better_on_another_cost():
+    rows = [dict(name="a", gflops_per_video=1.0, psnr=14.0), dict(name="b", gflops_per_video=2.0, psnr=16.0),
+            dict(name="c", gflops_per_video=2.5, psnr=15.0), dict(name="d", gflops_per_video=3.0, psnr=16.0),
+            dict(name="e", gflops_per_video=4.0, psnr=18.0)]
+    assert pareto_front(rows, "psnr", "gflops_per_video", higher_is_better=True) == ["a", "b", "e"]
+    # Read as lower-is-better, the cheapest row is also the best: it alone is on the front.
+    assert pareto_front(rows, "psnr", "gflops_per_video") == ["a"]
+
+
+def test_fair_comparison_where_higher_is_better_names_its_keys():
+    rows = [dict(name="default+cache", gflops_per_video=4.0, psnr=16.0),
+            dict(name="maskgit-3", gflops_per_video=4.5, psnr=15.0),
+            dict(name="maskgit", gflops_per_video=16.0, psnr=15.5),
+            dict(name="width-32", gflops_per_video=4.9, psnr=16.5),
+            dict(name="width-16", gflops_per_video=6.0, psnr=20.0)]  # beyond 1.25x: not counted
+    fair = fair_comparison(rows, "default+cache", quality_key="psnr", cost_key="gflops_per_video",
+                           higher_is_better=True)
+    assert fair == {"row": "default+cache", "psnr": 16.0, "gflops_per_video": 4.0, "best_competitor": "width-32",
+                    "best_competitor_psnr": 16.5, "best_competitor_gflops_per_video": 4.9, "compute_margin": 1.25,
+                    "beats_every_competitor": False}
+    assert fair_comparison(rows[:3], "default+cache", quality_key="psnr", cost_key="gflops_per_video",
+                           higher_is_better=True)["beats_every_competitor"]
+    with pytest.raises(ValueError, match="no MaskGIT or single-width row to compare 'default\\+cache' with"):
+        fair_comparison(rows[:1], "default+cache", quality_key="psnr", cost_key="gflops_per_video")
 
 
 def test_fair_comparison_counts_every_maskgit_row_and_nearby_single_widths():

@@ -30,8 +30,10 @@ from mgnt_hf.evaluation import (
     QualityRow,
     evaluate_video_pipeline,
     format_video_results_table,
+    pareto_front,
     write_video_results,
 )
+from mgnt_hf.evaluation.video import FRONTIER_MEASURES, video_frontier
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +98,29 @@ def test_maskgit_costs_more_than_the_cached_magnets_schedule(results):
     assert rows["maskgit"]["prediction"]["gflops_per_video"] == rows["maskgit"]["generation"]["gflops_per_video"]
     cached = rows["default+cache"]
     assert cached["prediction"]["gflops_per_video"] < cached["generation"]["gflops_per_video"]
+
+
+def test_the_frontier_of_each_task_is_its_pareto_fronts_and_the_default_rows_fair_comparison(results):
+    for task, measures in FRONTIER_MEASURES.items():
+        rows = [{"name": row["name"], **row[task]} for row in results["rows"]]
+        entry = results["frontier"][task]
+        assert entry["pareto_fronts"] == {key: pareto_front(rows, key, "gflops_per_video", higher)
+                                          for key, higher in measures}
+        key, higher = measures[0]
+        fair = entry["fair_comparison"]  # the scheduler caches by default: pipe(...) runs default+cache
+        assert fair["row"] == "default+cache" and fair["best_competitor"] == "maskgit"
+        default, maskgit = (rows_by_name(results)[name][task][key] for name in ("default+cache", "maskgit"))
+        assert fair["beats_every_competitor"] == (default > maskgit if higher else default < maskgit)
+    table = format_video_results_table(results)
+    assert table.count("Fair comparison: `default+cache`") == 2 and table.count("Pareto fronts against") == 2
+
+
+def test_without_a_maskgit_row_there_is_no_fair_comparison_but_still_a_front(results):
+    rows = [row for row in results["rows"] if row["name"] != "maskgit"]
+    frontier = video_frontier(rows, "default+cache")
+    assert frontier["generation"]["pareto_fronts"]["classifier_fid"] == ["default+cache"]
+    assert "fair_comparison" not in frontier["generation"]
+    assert video_frontier([{**row, "prediction": None} for row in rows], "default+cache").keys() == {"generation"}
 
 
 def test_references_are_reported(results):

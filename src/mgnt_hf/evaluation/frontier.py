@@ -100,41 +100,53 @@ def row_family(name: str) -> str:
     if base == BASELINE_ROW or base.startswith("maskgit-"):
         return "maskgit"
     if base.startswith("width-"):
-        return base.rsplit("-", 1)[0]
+        return "-".join(base.split("-")[:2])  # width-<w> and width-<w>-<T> are both width-<w>
     return "magnets"
 
 
-def pareto_front(rows: list[dict], quality_key: str = "classifier_fid") -> list[str]:
-    """Names of the rows that no other row beats: none has GFLOPs <= and `quality_key` (lower is better) <=,
-    with one of them strictly lower. Sorted by GFLOPs."""
+def pareto_front(rows: list[dict], quality_key: str = "classifier_fid", cost_key: str = "gflops_per_image",
+                 higher_is_better: bool = False) -> list[str]:
+    """Names of the rows that no other row beats: none costs <= (`cost_key`) with `quality_key` as good or
+    better (lower, or higher with `higher_is_better`), one of the two strictly. Sorted by cost."""
+    sign = -1.0 if higher_is_better else 1.0
     front = []
     for row in rows:
+        cost, loss = row[cost_key], sign * row[quality_key]
         dominated = any(
-            other["gflops_per_image"] <= row["gflops_per_image"] and other[quality_key] <= row[quality_key]
-            and (other["gflops_per_image"] < row["gflops_per_image"] or other[quality_key] < row[quality_key])
+            other[cost_key] <= cost and sign * other[quality_key] <= loss
+            and (other[cost_key] < cost or sign * other[quality_key] < loss)
             for other in rows)
         if not dominated:
             front.append(row)
-    return [row["name"] for row in sorted(front, key=lambda row: row["gflops_per_image"])]
+    return [row["name"] for row in sorted(front, key=lambda row: row[cost_key])]
 
 
-def fair_comparison(rows: list[dict], row_name: str, compute_margin: float = 1.25) -> dict:
+def fair_comparison(rows: list[dict], row_name: str, compute_margin: float = 1.25,
+                    quality_key: str = "classifier_fid", cost_key: str = "gflops_per_image",
+                    higher_is_better: bool = False) -> dict:
     """How `row_name` compares with what a user could pick instead at about its compute: every MaskGIT row
-    (any step count, cache or not), and every single-width row whose GFLOPs are <= `compute_margin` x its own.
+    (any step count, cache or not), and every single-width row that costs (`cost_key`) <= `compute_margin` x
+    its own.
 
-    Returns the row's cFID, the best competitor (name, cFID, GFLOPs) and whether the row beats all of them."""
+    Returns the row's `quality_key` and `cost_key`, the best competitor (`best_competitor` and its
+    `best_competitor_<quality_key>`, `best_competitor_<cost_key>`) and whether the row beats all of them
+    (`beats_every_competitor`); `quality_key` is better lower, or higher with `higher_is_better`."""
     by_name = {row["name"]: row for row in rows}
     if row_name not in by_name:
         raise ValueError(f"no row {row_name!r} in the frontier; rows: {sorted(by_name)}")
     target = by_name[row_name]
-    limit = compute_margin * target["gflops_per_image"]
+    sign = -1.0 if higher_is_better else 1.0
+    limit = compute_margin * target[cost_key]
     competitors = [row for row in rows if row_family(row["name"]) == "maskgit"
-                   or (row_family(row["name"]).startswith("width-") and row["gflops_per_image"] <= limit)]
-    best = min(competitors, key=lambda row: row["classifier_fid"])
-    return {"row": row_name, "classifier_fid": target["classifier_fid"], "gflops_per_image": target["gflops_per_image"],
-            "best_competitor": best["name"], "best_competitor_classifier_fid": best["classifier_fid"],
-            "best_competitor_gflops_per_image": best["gflops_per_image"], "compute_margin": compute_margin,
-            "beats_every_competitor": all(target["classifier_fid"] < row["classifier_fid"] for row in competitors)}
+                   or (row_family(row["name"]).startswith("width-") and row[cost_key] <= limit)]
+    if not competitors:
+        raise ValueError(f"no MaskGIT or single-width row to compare {row_name!r} with; rows: {sorted(by_name)}")
+    best = min(competitors, key=lambda row: sign * row[quality_key])
+    return {"row": row_name, quality_key: target[quality_key], cost_key: target[cost_key],
+            "best_competitor": best["name"], f"best_competitor_{quality_key}": best[quality_key],
+            f"best_competitor_{cost_key}": best[cost_key], "compute_margin": compute_margin,
+            "beats_every_competitor": all(sign * target[quality_key] < sign * row[quality_key]
+                                          for row in competitors)}
 
 
 def evaluate_frontier(pipeline, classifier, rows: list[QualityRow] | None = None, default_row: str | None = None,

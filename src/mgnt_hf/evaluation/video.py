@@ -51,6 +51,13 @@ the exact input convention assumed.
 `seconds_per_video` (median over pipeline calls of the call's wall clock divided by its videos; CUDA
 synchronised; one untimed warm-up call first), for generation and for prediction.
 
+**Frontier.** Per task, the Pareto front of each quality measure against `gflops_per_video` over the evaluated
+rows (cFID and frame accuracy for generation, PSNR and SSIM for prediction), and the fair comparison of the row
+`pipe(...)` runs by default (`default+cache`, or `default` when the scheduler's cache is off) on the first
+measure: against every MaskGIT row and every single-width row within 1.25x its GFLOPs
+(`mgnt_hf.evaluation.frontier`). Rows named as in the image frontier (`maskgit-4`, `width-64-6+cache`, ...)
+make it the video frontier.
+
 ```python
 >>> from mgnt_hf import MGNTFeatureClassifier, MGNTVideoPipeline, shipped
 >>> from mgnt_hf.evaluation import load_video_arrays, evaluate_video_pipeline, write_video_results
@@ -82,6 +89,7 @@ from ..resources import DEFAULT_FRAME_CLASSIFIER
 from ..utils.checks import check_non_negative_int, check_positive_int
 from ..visualization import write_sample_strip
 from .data import load_classifier, real_subset_indices, videos_to_tensor
+from .frontier import fair_comparison, pareto_front, row_family
 from .metrics import (
     PSNR_CAP_DB,
     SSIM_K1,
@@ -118,6 +126,9 @@ from .rows import (
 RESULTS_MARKDOWN = "results.md"
 RESULTS_JSON = "results.json"
 PREDICTION_LABELS = ("given", "none")
+# Per task, the quality measures of the Pareto fronts as (key, higher is better); the fair comparison uses the first.
+FRONTIER_MEASURES = {"generation": (("classifier_fid", False), ("frame_accuracy", True)),
+                     "prediction": (("psnr", True), ("ssim", True))}
 FVD_NOT_COMPUTED = ("not computed: pass i3d_torchscript (a TorchScript I3D such as StyleGAN-V's i3d_torchscript.pt) "
                     "to report FVD")
 
@@ -339,6 +350,26 @@ def _add_flops_ratios(row_results: list[dict]) -> dict:
             if result[task] is not None:
                 result[task]["flops_ratio"] = baseline[task]["gflops_per_video"] / result[task]["gflops_per_video"]
     return baseline
+
+
+def video_frontier(row_results: list[dict], default_row: str) -> dict:
+    """Per evaluated task: `pareto_fronts` (each [`FRONTIER_MEASURES`] key -> the row names on its front against
+    `gflops_per_video`, cheapest first) and, when `default_row` and a MaskGIT row were evaluated,
+    `fair_comparison` of `default_row` on the task's first measure ([`fair_comparison`])."""
+    frontier = {}
+    for task, measures in FRONTIER_MEASURES.items():
+        rows = [{"name": row["name"], **row[task]} for row in row_results if row[task] is not None]
+        if not rows:
+            continue
+        entry = {"pareto_fronts": {key: pareto_front(rows, key, "gflops_per_video", higher_is_better)
+                                   for key, higher_is_better in measures}}
+        names = {row["name"] for row in rows}
+        if default_row in names and any(row_family(name) == "maskgit" for name in names):
+            key, higher_is_better = measures[0]
+            entry["fair_comparison"] = fair_comparison(rows, default_row, quality_key=key,
+                                                       cost_key="gflops_per_video", higher_is_better=higher_is_better)
+        frontier[task] = entry
+    return frontier
 
 
 def _check_tokenizer_videos(vqvae, classifier, real_videos, real_labels) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -608,6 +639,8 @@ def evaluate_video_pipeline(
         `classifier_fid`, `frame_accuracy`, `video_accuracy`, `label_consistency`, `frame_difference`,
         `num_videos`, `num_frames`, `fvd`. `prediction`: the same cost fields, `psnr`, `ssim`, `psnr_per_frame`,
         `ssim_per_frame`, `num_videos`, `fvd` (predicted whole videos against the same real videos).
+        `frontier`: [`video_frontier`] of the rows, the default row being `default+cache` (or `default` when
+        the scheduler's cache is off).
     """
     classifier = load_classifier(classifier, DEFAULT_FRAME_CLASSIFIER)
     _check_video_pipeline(pipeline, classifier)
@@ -645,12 +678,14 @@ def evaluate_video_pipeline(
         row_results.append(result)
     baseline = _add_flops_ratios(row_results)
     num_classes = pipeline.transformer.config.num_classes
+    default_row = "default+cache" if pipeline.scheduler.config.use_cache else "default"  # what pipe(...) runs
     return {
         "settings": _video_settings(tasks, classifier, real, num_classes, videos_per_class, prediction_labels,
                                     i3d_torchscript),
         **measured_on(device),
         "baseline": baseline["name"],
         "rows": row_results,
+        "frontier": video_frontier(row_results, default_row),
         "references": _references(tasks, reference, classifier, detector, num_classes,
                                   classifier.config.num_labels, videos_per_class, classifier_batch_size),
     }
@@ -693,6 +728,31 @@ def _video_results_header(results: dict) -> list[str]:
     ]
 
 
+FRONTIER_LABELS = {"classifier_fid": ("cFID", 3), "frame_accuracy": ("frame accuracy", 3), "psnr": ("PSNR", 2),
+                   "ssim": ("SSIM", 4)}
+
+
+def _frontier_lines(results: dict, task: str) -> list[str]:
+    """The task's Pareto fronts and fair comparison in words (results files older than the frontier have none)."""
+    entry = results.get("frontier", {}).get(task)
+    if entry is None:
+        return []
+    fronts = "; ".join(f"{FRONTIER_LABELS[key][0]}: " + ", ".join(f"`{name}`" for name in names)
+                       for key, names in entry["pareto_fronts"].items())
+    lines = [f"Pareto fronts against GFLOPs/video (rows no other row beats on both, cheapest first): {fronts}.", ""]
+    fair = entry.get("fair_comparison")
+    if fair is not None:
+        key = next(key for key in FRONTIER_LABELS if key in fair)
+        label, digits = FRONTIER_LABELS[key]
+        verdict = "beats" if fair["beats_every_competitor"] else "does not beat"
+        lines += [f"Fair comparison: `{fair['row']}` ({fair['gflops_per_video']:.3f} GFLOPs, {label} "
+                  f"{fair[key]:.{digits}f}) {verdict} every MaskGIT row and every single-width row within "
+                  f"{fair['compute_margin']:g}x its GFLOPs; the best of those is `{fair['best_competitor']}` ({label} "
+                  f"{fair['best_competitor_' + key]:.{digits}f} at {fair['best_competitor_gflops_per_video']:.3f} "
+                  "GFLOPs).", ""]
+    return lines
+
+
 def _generation_table(results: dict) -> list[str]:
     settings = results["settings"]
     lines = [
@@ -718,7 +778,7 @@ def _generation_table(results: dict) -> list[str]:
     if reconstructed is not None:
         lines.append("| " + " | ".join([f"the same real videos through the tokenizer ({reconstructed['num_videos']})",
                                         "", "", "", "", "", *_generation_cells(reconstructed)]) + " |")
-    return [*lines, ""]
+    return [*lines, "", *_frontier_lines(results, "generation")]
 
 
 def _prediction_table(results: dict) -> list[str]:
@@ -742,7 +802,7 @@ def _prediction_table(results: dict) -> list[str]:
     for name, key in (("tokenizer reconstruction", "tokenizer_reconstruction"), ("copy last frame", "copy_last_frame")):
         scores = references[key]
         lines.append(f"| {name} | | | | | | {_number(scores['psnr'], 2)} | {_number(scores['ssim'], 4)} | |")
-    return [*lines, ""]
+    return [*lines, "", *_frontier_lines(results, "prediction")]
 
 
 def format_video_results_table(results: dict) -> str:
