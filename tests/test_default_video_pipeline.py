@@ -47,3 +47,18 @@ def test_the_intermediate_f4_tokenizer_loads_and_is_causal_in_time():
         assert codes.shape == (1, 4, 16, 16)
         assert torch.equal(vqvae.encode(clip[:, :, :4]), codes[:, :1])  # the first 4 frames alone: latent frame 0
         assert vqvae.decode(codes).shape == (1, 1, 16, 64, 64)
+
+
+def test_the_intermediate_f4_transformer_fits_the_f4_tokenizers_grid_and_decodes():
+    from mgnt_hf import MGNTScheduler, MGNTTransformer, MGNTVQModel
+
+    intermediate = FOLDER.parents[1] / "training" / "intermediate"
+    transformer = MGNTTransformer.from_pretrained(intermediate / "moving-fashion-mnist-mgnt-f4-transformer")
+    vqvae = MGNTVQModel.from_pretrained(intermediate / "moving-fashion-mnist-vqvae-f4")
+    assert transformer.config.token_grid == vqvae.config.token_grid == (4, 16, 16)
+    assert transformer.config.codebook_size == vqvae.config.codebook_size
+    scheduler = MGNTScheduler.from_pretrained(FOLDER / "scheduler")
+    pipe = MGNTVideoPipeline(transformer=transformer.eval(), vqvae=vqvae.eval(), scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    output = pipe(["bag"], num_inference_steps=4, output_type="latent", generator=torch.Generator().manual_seed(0))
+    assert output.frames.shape == (1, 4, 16, 16) and int(output.frames.max()) < vqvae.config.codebook_size
