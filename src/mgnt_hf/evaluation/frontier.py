@@ -162,8 +162,7 @@ def evaluate_frontier(pipeline, classifier, rows: list[QualityRow] | None = None
     results = evaluate_pipeline(pipeline, classifier, rows=rows, **evaluate_kwargs)
     results["rows"] = [{**row, "family": row_family(row["name"])} for row in results["rows"]]
     fid_front = pareto_front(results["rows"])
-    accuracy_rows = [{**row, "class_error": 1.0 - row["class_accuracy"]} for row in results["rows"]]
-    accuracy_front = pareto_front(accuracy_rows, quality_key="class_error")
+    accuracy_front = pareto_front(results["rows"], quality_key="class_accuracy", higher_is_better=True)
     for row in results["rows"]:
         row["on_pareto_front"] = row["name"] in fid_front
         row["on_accuracy_pareto_front"] = row["name"] in accuracy_front
