@@ -143,7 +143,7 @@ def test_rows_built_by_hand_run_at_their_own_step_count_next_to_named_rows():
     assert "num_inference_steps" not in maskgit and maskgit["step_widths"] == [64] * 12
     assert half["num_inference_steps"] == 6 and half["step_widths"] == [32, 32, 32, 64, 64, 64]
     assert half["num_full_passes"] == 2
-    assert "0.5x3 1x3 (6 steps)" in format_results_table(results)
+    assert "| 0.5x3 1x3 |" in format_results_table(results)
 
 
 def test_a_classifier_for_other_classes_is_refused():

@@ -8,7 +8,7 @@ from conftest import make_tiny_transformer, make_tiny_vqvae
 from evaluation_helpers import make_image_pipeline
 from mgnt_hf import MGNTPipeline, MGNTScheduler, WIDTH_SCHEDULE_PRESETS
 from mgnt_hf.evaluation import QualityRow, default_rows, parse_row, resolve_rows, row_step_widths, seeded_generators
-from mgnt_hf.evaluation.rows import batches, row_summary
+from mgnt_hf.evaluation.rows import batches, format_schedule, row_summary
 
 DEFAULT_ROW_NAMES = ["maskgit", "width-8", "width-16", "width-32", "default", "default+cache", "reverse+cache"]
 
@@ -132,6 +132,17 @@ def test_a_name_ending_in_a_step_count_is_that_row_at_its_own_steps():
     assert parse_row("default-8", pipe).num_inference_steps == 8
     # Without a step count the row still follows the evaluation's, `width-<w>` included.
     assert parse_row("width-16", pipe).num_inference_steps is None
+
+
+def test_results_tables_show_a_row_at_its_own_step_count_as_it_runs():
+    pipe = make_image_pipeline()
+    maskgit_4 = parse_row("maskgit-4", pipe)
+    assert format_schedule(row_summary(maskgit_4, 12)["width_schedule"], maskgit_4.num_inference_steps) == "1x4"
+    half_4 = parse_row("half-then-full-4", pipe)
+    assert format_schedule(row_summary(half_4, 12)["width_schedule"], 4) == "0.5x2 1x2"
+    assert row_step_widths(half_4, pipe) == [32, 32, 64, 64]
+    # A row at the evaluation's step count shows its segments as stored.
+    assert format_schedule([[0.5, 6], [1.0, 6]]) == "0.5x6 1x6"
 
 
 def test_every_frontier_row_but_default_is_its_own_name_parsed():

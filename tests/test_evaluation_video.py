@@ -211,7 +211,7 @@ def test_a_row_built_by_hand_runs_at_its_own_step_count_in_both_tasks():
     assert row["num_inference_steps"] == 6
     for task in ("generation", "prediction"):
         assert row[task]["step_widths"] == [32, 32, 32, 64, 64, 64] and row[task]["num_full_passes"] == 2
-    assert "0.5x3 1x3 (6 steps)" in format_video_results_table(results)
+    assert "| 0.5x3 1x3 |" in format_video_results_table(results)
 
 
 # ---------------------------------------------------------------- data, training and the command line

@@ -403,10 +403,11 @@ def _results_header(results: dict) -> list[str]:
     ]
 
 
-def _row_cells(row: dict, with_inception: bool) -> list[str]:
+def _row_cells(row: dict, with_inception: bool, num_inference_steps: int) -> list[str]:
     relative = row["fid_relative_difference"]
+    schedule = format_schedule(row["width_schedule"], row.get("num_inference_steps", num_inference_steps))
     cells = [
-        f"`{row['name']}`", format_schedule(row["width_schedule"], row.get("num_inference_steps")),
+        f"`{row['name']}`", schedule,
         "yes" if row["use_cache"] else "no",
         f"{row['gflops_per_image']:.3f}", f"{row['flops_ratio']:.2f}x", f"{row['seconds_per_image']:.4f}",
         f"{row['classifier_fid']:.3f}", "n/a" if relative is None else f"{100 * relative:+.1f}%",
@@ -427,7 +428,8 @@ def format_results_table(results: dict) -> str:
     if with_inception:
         header.append("Inception FID")
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
-    lines += ["| " + " | ".join(_row_cells(row, with_inception)) + " |" for row in results["rows"]]
+    num_steps = results["settings"]["num_inference_steps"]
+    lines += ["| " + " | ".join(_row_cells(row, with_inception, num_steps)) + " |" for row in results["rows"]]
     tokenizer, real = results["tokenizer"], results["real_images"]
     lines += [
         "",

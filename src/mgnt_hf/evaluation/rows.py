@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from ..scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, MGNTScheduler, resolve_width_schedule
+from ..scheduling_mgnt import WIDTH_SCHEDULE_PRESETS, MGNTScheduler, rescale_width_schedule, resolve_width_schedule
 from ..utils.checks import check_guidance_scale, check_positive_int, check_seed
 from ..utils.hardware import resolve_device
 
@@ -223,10 +223,12 @@ def row_summary(row: QualityRow, num_inference_steps: int) -> dict:
 
 
 def format_schedule(schedule: list[list], num_inference_steps: int | None = None) -> str:
-    """`[[0.5, 6], [1.0, 6]]` -> `"0.5x6 1x6"` (for results tables), followed by `" (T steps)"` for a row that runs
-    at its own step count."""
-    text = " ".join(f"{fraction:g}x{steps}" for fraction, steps in schedule)
-    return text if num_inference_steps is None else f"{text} ({num_inference_steps} steps)"
+    """`[[0.5, 6], [1.0, 6]]` -> `"0.5x6 1x6"` (for results tables). With the step count `T` the row runs at,
+    the segments as the pipeline runs them, rescaled to `T` steps (`maskgit-4`: `"1x4"`, not the stored
+    `"1x12"`)."""
+    if num_inference_steps is not None:
+        schedule = rescale_width_schedule([list(segment) for segment in schedule], num_inference_steps)
+    return " ".join(f"{fraction:g}x{steps}" for fraction, steps in schedule)
 
 
 def baseline_result(row_results: list[dict]) -> dict:

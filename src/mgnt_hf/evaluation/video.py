@@ -700,8 +700,9 @@ def _number(value, digits: int = 3, scale: float = 1.0) -> str:
     return "n/a" if value is None else f"{value * scale:.{digits}f}"
 
 
-def _cost_cells(row: dict, scores: dict) -> list[str]:
-    return [f"`{row['name']}`", format_schedule(row["width_schedule"], row.get("num_inference_steps")), "yes" if row["use_cache"] else "no",
+def _cost_cells(row: dict, scores: dict, num_inference_steps: int) -> list[str]:
+    schedule = format_schedule(row["width_schedule"], row.get("num_inference_steps", num_inference_steps))
+    return [f"`{row['name']}`", schedule, "yes" if row["use_cache"] else "no",
             f"{scores['gflops_per_video']:.3f}", f"{scores['flops_ratio']:.2f}x", f"{scores['seconds_per_video']:.4f}"]
 
 
@@ -769,7 +770,7 @@ def _generation_table(results: dict) -> list[str]:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["rows"]:
-        lines.append("| " + " | ".join([*_cost_cells(row, row["generation"]),
+        lines.append("| " + " | ".join([*_cost_cells(row, row["generation"], settings["num_inference_steps"]),
                                         *_generation_cells(row["generation"])]) + " |")
     real = results["references"]["real_videos"]
     lines.append("| " + " | ".join([f"real videos ({real['num_videos']})", "", "", "", "", "",
@@ -797,8 +798,9 @@ def _prediction_table(results: dict) -> list[str]:
     ]
     for row in results["rows"]:
         scores = row["prediction"]
-        lines.append("| " + " | ".join([*_cost_cells(row, scores), _number(scores["psnr"], 2),
-                                        _number(scores["ssim"], 4), _number(scores["fvd"], 2)]) + " |")
+        cells = [*_cost_cells(row, scores, settings["num_inference_steps"]), _number(scores["psnr"], 2),
+                 _number(scores["ssim"], 4), _number(scores["fvd"], 2)]
+        lines.append("| " + " | ".join(cells) + " |")
     for name, key in (("tokenizer reconstruction", "tokenizer_reconstruction"), ("copy last frame", "copy_last_frame")):
         scores = references[key]
         lines.append(f"| {name} | | | | | | {_number(scores['psnr'], 2)} | {_number(scores['ssim'], 4)} | |")
