@@ -315,10 +315,13 @@ def test_resuming_past_max_train_steps_is_refused(workspace, ema_run, tmp_path):
 
 def test_resuming_with_the_other_ema_setting_is_refused(workspace, ema_run, tmp_path):
     output = copy_of(ema_run, tmp_path)
+    # The EMA weights are safetensors; nothing in a checkpoint but accelerate's own state is a pickle.
+    assert (output / "checkpoint-4" / "ema.safetensors").is_file()
+    assert not list((output / "checkpoint-4").glob("custom_checkpoint_*"))
     with pytest.raises(ValueError, match="checkpoint-4 was saved with --use_ema but this run is without it"):
         run_in_process(train_arguments(workspace, output, "--max_train_steps", "6", "--resume_from_checkpoint",
                                        "latest"))
-    (output / "checkpoint-4" / "custom_checkpoint_0.pkl").unlink()  # what a run without --use_ema saves
+    (output / "checkpoint-4" / "ema.safetensors").unlink()  # what a run without --use_ema saves
     with pytest.raises(ValueError, match="checkpoint-4 was saved without --use_ema but this run is with it"):
         run_in_process(train_arguments(workspace, output, "--max_train_steps", "6", "--use_ema",
                                        "--resume_from_checkpoint", "latest"))

@@ -56,8 +56,8 @@ from mgnt_hf.nested_training import DISTILL_FROM, WIDTHS_PER_STEP, MGNTNestedTra
 from mgnt_hf.tokenized_dataset import LABEL_COLUMN, TOKENS_COLUMN, tokenize_dataset
 from mgnt_hf.video_io import VideoTransform, check_videos, load_video_dataset, resolve_video_columns
 from mgnt_hf.training_utils import CheckpointManager, EMAModel, StopSignalGuard, check_launch, check_resume_setting, \
-    epoch_dataloader, exit_after_signal, ignore_stop_signals, remove_incomplete_checkpoints, resume_position, \
-    resume_training, steps_per_epoch, time_budget_spent
+    checkpoint_has_ema, epoch_dataloader, exit_after_signal, ignore_stop_signals, remove_incomplete_checkpoints, \
+    resume_position, resume_training, steps_per_epoch, time_budget_spent
 
 logger = get_logger(__name__)
 
@@ -463,7 +463,6 @@ def main(argv=None):
         ema = EMAModel(transformer.parameters(), decay=args.ema_decay, min_decay=args.ema_min_decay,
                        model_cls=MGNTTransformer, model_config=transformer.config)
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
 
     learning_rate = args.learning_rate
     if args.scale_lr:
@@ -495,12 +494,11 @@ def main(argv=None):
         accelerator.init_trackers("mgnt", config=tracker_config)
 
     def check_checkpoint(path):
-        # The EMA weights are accelerate's only custom checkpoint object (custom_checkpoint_0.pkl).
-        check_resume_setting(path, "--use_ema", (path / "custom_checkpoint_0.pkl").is_file(), args.use_ema)
+        check_resume_setting(path, "--use_ema", checkpoint_has_ema(path), args.use_ema)
 
     global_step = start_step = resume_training(accelerator, args.output_dir, args.resume_from_checkpoint,
-                                               max_train_steps, check_checkpoint)
-    checkpoints = CheckpointManager(accelerator, args.output_dir, args.checkpoints_total_limit)
+                                               max_train_steps, check_checkpoint, ema=ema)
+    checkpoints = CheckpointManager(accelerator, args.output_dir, args.checkpoints_total_limit, ema=ema)
     epoch, skip_batches = resume_position(global_step, args.gradient_accumulation_steps, len(dataloader))
 
     total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps

@@ -20,8 +20,10 @@
   epoch are skipped (`accelerator.skip_first_batches`), so the data order equals an uninterrupted run.
 - `check_launch`: refuse a launch accelerate did not set up as configured (processes that would
   train unconnected, an FSDP config that would run unsharded) before anything is written.
-- `EMAModel`: diffusers' exponential moving average of weights, re-exported for the scripts;
-  register it with `accelerator.register_for_checkpointing(ema)` so checkpoints include it.
+- `EMAModel`: diffusers' exponential moving average of weights, re-exported for the scripts. Give it to
+  `CheckpointManager(..., ema=ema)` and `resume_training(..., ema=ema)`: checkpoints hold it as
+  `ema.safetensors` (`save_ema_state` / `load_ema_state`), not as the pickle accelerate's
+  `register_for_checkpointing` writes and loads with `weights_only=False`.
 
 The layout (`checkpoint-<step>` folders with `training_state.json`) matches diffusers' example
 scripts, so their habits (`--resume_from_checkpoint latest`) carry over. How signals reach the
@@ -44,6 +46,8 @@ from pathlib import Path
 
 import torch
 from diffusers.training_utils import EMAModel  # noqa: F401  (re-exported for training scripts)
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from .utils.checks import check_positive_int
 
@@ -52,10 +56,83 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TEMPORARY_PREFIX = ".tmp-"
 TRAINING_STATE_FILE = "training_state.json"
+EMA_STATE_FILE = "ema.safetensors"
+# Where checkpoints written with accelerate's `register_for_checkpointing(ema)` (before 2026-12-04) hold the EMA.
+LEGACY_EMA_STATE_FILE = "custom_checkpoint_0.pkl"
 
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite; raised before the optimizer step so no weight is touched."""
+
+
+# ----------------------------------------------------------------------------------------------
+# EMA state in checkpoints
+
+
+def save_ema_state(ema: EMAModel, folder: str | os.PathLike) -> Path:
+    """Write `ema`'s state to `<folder>/ema.safetensors`: the shadow weights as tensors `shadow_params.<i>`, the
+    scalars of `EMAModel.state_dict()` (decay, step, warm-up settings) as JSON in the file's metadata."""
+    state = ema.state_dict()
+    shadow = state.pop("shadow_params")
+    tensors = {f"shadow_params.{index}": tensor.detach().to("cpu").contiguous() for index, tensor in enumerate(shadow)}
+    path = Path(folder) / EMA_STATE_FILE
+    save_file(tensors, str(path), metadata={"ema_state": json.dumps(state), "num_shadow_params": str(len(shadow))})
+    return path
+
+
+def checkpoint_has_ema(folder: str | os.PathLike) -> bool:
+    """Whether a checkpoint folder holds EMA weights (`ema.safetensors`, or the legacy accelerate pickle)."""
+    folder = Path(folder)
+    return (folder / EMA_STATE_FILE).is_file() or (folder / LEGACY_EMA_STATE_FILE).is_file()
+
+
+def _read_ema_state(folder: Path) -> dict:
+    path = folder / EMA_STATE_FILE
+    if not path.is_file():
+        legacy = folder / LEGACY_EMA_STATE_FILE
+        if not legacy.is_file():
+            raise OSError(f"{folder} holds no EMA weights ({EMA_STATE_FILE} or {LEGACY_EMA_STATE_FILE})")
+        try:  # weights_only: the pickle may hold tensors and plain values only, never code to run
+            return torch.load(legacy, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001  (any unpickling failure means the file cannot be used)
+            raise OSError(f"{legacy} cannot be read as an EMA state ({type(error).__name__}: {error})") from error
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            metadata = file.metadata() or {}
+            state = json.loads(metadata["ema_state"])
+            count = int(metadata["num_shadow_params"])
+            state["shadow_params"] = [file.get_tensor(f"shadow_params.{index}") for index in range(count)]
+            extra = set(file.keys()) - {f"shadow_params.{index}" for index in range(count)}
+    except (SafetensorError, OSError, KeyError, ValueError) as error:
+        raise OSError(f"{path} is damaged or not an EMA state written by save_ema_state "
+                      f"({type(error).__name__}: {error})") from error
+    if extra:
+        raise OSError(f"{path} is not an EMA state written by save_ema_state: unexpected tensors {sorted(extra)}")
+    return state
+
+
+def load_ema_state(ema: EMAModel, folder: str | os.PathLike) -> None:
+    """Load the EMA state of a checkpoint folder into `ema` (on `ema`'s device).
+
+    Reads `ema.safetensors`, or the `custom_checkpoint_0.pkl` of older checkpoints with `weights_only=True`.
+    `OSError` for a missing or damaged file; `ValueError` when its weights are not those of `ema`'s model
+    (another count or shape), so a mismatched average is never trained on."""
+    folder = Path(folder)
+    state = _read_ema_state(folder)
+    shadow = state["shadow_params"]
+    expected = [tuple(parameter.shape) for parameter in ema.shadow_params]
+    found = [tuple(tensor.shape) for tensor in shadow]
+    if found != expected:
+        differing = [index for index, (a, b) in enumerate(zip(found, expected)) if a != b]
+        first = differing[0] if differing else min(len(found), len(expected))
+        raise ValueError(f"the EMA weights in {folder} do not fit this model: {len(found)} tensors against "
+                         f"{len(expected)}, first difference at index {first}; resume with the model the "
+                         "checkpoint was trained with")
+    devices = [parameter.device for parameter in ema.shadow_params]
+    dtypes = [parameter.dtype for parameter in ema.shadow_params]
+    state["shadow_params"] = [tensor.to(device=device, dtype=dtype)
+                              for tensor, device, dtype in zip(shadow, devices, dtypes)]
+    ema.load_state_dict(state)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,8 +178,10 @@ def rotate_checkpoints(output_dir: str | os.PathLike, total_limit: int | None) -
     return removed
 
 
-def _write_checkpoint(accelerator, output_dir: Path, step: int, extra_state: dict | None) -> Path:
-    """Write the full training state at `step` into `<output_dir>/.tmp-checkpoint-<step>`; return that folder.
+def _write_checkpoint(accelerator, output_dir: Path, step: int, extra_state: dict | None,
+                      ema: EMAModel | None = None) -> Path:
+    """Write the full training state at `step` (with `ema`'s, when given) into
+    `<output_dir>/.tmp-checkpoint-<step>`; return that folder.
 
     Every process calls it. A save that fails on any process (a full disk, most often) fails on all of them,
     with the partial folder removed and an `OSError` naming the newest complete checkpoint.
@@ -116,6 +195,8 @@ def _write_checkpoint(accelerator, output_dir: Path, step: int, extra_state: dic
     try:
         accelerator.save_state(str(temporary))
         if accelerator.is_main_process:
+            if ema is not None:  # every process holds the same average: the main one writes it
+                save_ema_state(ema, temporary)
             state = {"global_step": int(step), **(extra_state or {})}
             (temporary / TRAINING_STATE_FILE).write_text(json.dumps(state, indent=2))
     except OSError as error:
@@ -159,8 +240,9 @@ def _commit_checkpoint(output_dir: Path, temporary: Path, step: int, checkpoints
 
 
 def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int,
-                    checkpoints_total_limit: int | None = None, extra_state: dict | None = None) -> Path:
-    """Save the full training state at `step` as `<output_dir>/checkpoint-<step>`, atomically.
+                    checkpoints_total_limit: int | None = None, extra_state: dict | None = None,
+                    ema: EMAModel | None = None) -> Path:
+    """Save the full training state at `step` (and `ema`'s) as `<output_dir>/checkpoint-<step>`, atomically.
 
     Call on every process (accelerate's `save_state` writes per-process RNG states). `output_dir`
     must be a file system all processes share, as for `save_state` itself. `extra_state` (JSON) is
@@ -169,7 +251,7 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int,
     `CheckpointManager`, which also keeps a checkpoint back until its weights have given a finite loss.
     """
     output_dir = Path(output_dir)
-    temporary = _write_checkpoint(accelerator, output_dir, step, extra_state)
+    temporary = _write_checkpoint(accelerator, output_dir, step, extra_state, ema)
     final = output_dir / f"checkpoint-{step}"
     if accelerator.is_main_process:
         _commit_checkpoint(output_dir, temporary, step, checkpoints_total_limit)
@@ -199,9 +281,11 @@ class CheckpointManager:
     ```
     """
 
-    def __init__(self, accelerator, output_dir: str | os.PathLike, checkpoints_total_limit: int | None = None):
+    def __init__(self, accelerator, output_dir: str | os.PathLike, checkpoints_total_limit: int | None = None,
+                 ema: EMAModel | None = None):
         check_positive_int("checkpoints_total_limit", checkpoints_total_limit, allow_none=True)
         self.accelerator = accelerator
+        self.ema = ema  # saved into every checkpoint as ema.safetensors
         self.output_dir = Path(output_dir)
         self.checkpoints_total_limit = checkpoints_total_limit
         self.pending: tuple[int, Path] | None = None  # (step, temporary folder) awaiting a finite loss
@@ -209,7 +293,7 @@ class CheckpointManager:
     def save(self, step: int) -> None:
         """Write the state at `step` (every process); it becomes `checkpoint-<step>` at the next finite loss."""
         self.commit()  # a pending one no loss check has reached (a loop that checks none) is kept as it is
-        self.pending = (step, _write_checkpoint(self.accelerator, self.output_dir, step, None))
+        self.pending = (step, _write_checkpoint(self.accelerator, self.output_dir, step, None, self.ema))
 
     def commit(self) -> Path | None:
         """Make the pending checkpoint final now; return its path (None if there was none)."""
@@ -331,14 +415,14 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpo
 
 
 def resume_training(accelerator, output_dir: str | os.PathLike, resume_from_checkpoint: str | None,
-                    max_train_steps: int, check_checkpoint=None) -> int:
+                    max_train_steps: int, check_checkpoint=None, ema: EMAModel | None = None) -> int:
     """Start or resume a run in `output_dir`; return the global step it starts at (every process calls it).
 
     `--resume_from_checkpoint` is resolved (`resolve_resume_checkpoint`); a checkpoint past `max_train_steps`
     is refused (ValueError: the run would end before it starts); `check_checkpoint(path)` may refuse one
     saved with other settings (e.g. with or without EMA weights) before anything is loaded. Checkpoints after
     the starting step, which belong to a run this one replaces, are moved aside (`set_aside_later_checkpoints`).
-    Then the state is loaded with `accelerator.load_state`.
+    Then the state is loaded with `accelerator.load_state`, and `ema`'s with `load_ema_state`.
     """
     resumed = resolve_resume_checkpoint(output_dir, resume_from_checkpoint)
     step = 0
@@ -357,6 +441,8 @@ def resume_training(accelerator, output_dir: str | os.PathLike, resume_from_chec
     accelerator.wait_for_everyone()
     if resumed is not None:
         accelerator.load_state(str(path))
+        if ema is not None:
+            load_ema_state(ema, path)
         if accelerator.is_main_process:
             logger.info("resuming from %s at step %d", path, step)
             if step == max_train_steps:
