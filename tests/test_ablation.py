@@ -122,3 +122,28 @@ def test_video_position_table_lists_both_tasks(video_positions, tmp_path):
     table = video_positions.format_table([row])
     assert "| joint | d | 1,234 | 5.0000 | 4.5000 | 4.0000 | 3.5000 | 2.0 |" in table
     assert "generation CE w16" in table and "prediction CE w128" in table
+
+
+@pytest.fixture(scope="module")
+def video_sampling():
+    return load_script(SCRIPT.with_name("video_sampling.py"))
+
+
+def test_video_sampling_rows_differ_only_in_the_sampling_settings_they_name(video_sampling, tmp_path):
+    from evaluation_helpers import CONTEXT_FRAMES, make_frame_classifier, make_video_pipeline, moving_squares
+
+    pipeline, (videos, labels) = make_video_pipeline(), moving_squares(6)
+    base = dict(pipeline.scheduler.config)
+    args = video_sampling.parse_args(["--pipeline", "tiny", "--videos-per-class", "1", "--num-prediction-videos", "2",
+                                      "--context-frames", str(CONTEXT_FRAMES), "--docs_dir", str(tmp_path)])
+    args.classifier = make_frame_classifier()
+    rows = {name: video_sampling.evaluate_setting(pipeline, base, video_sampling.SETTINGS[name], videos, labels, args)
+            for name in ("scheduler", "guidance-4", "choice-0")}
+    config = pipeline.scheduler.config  # the last row's scheduler: only the choice temperature differs
+    assert config.choice_temperature == 0.0 and config.temperature == base["temperature"]
+    assert [row["settings"]["guidance_scale"] for row in rows.values()] == [base["guidance_scale"], 4.0,
+                                                                            base["guidance_scale"]]
+    costs = {row["generation"]["gflops_per_video"] for row in rows.values()}
+    assert len(costs) == 1  # sampling settings change no FLOPs
+    table = video_sampling.format_table(rows, base)
+    assert f"| `choice-0` | 1 | 0 | {base['guidance_scale']:g} |" in table and "| `guidance-4` | 1 | 4.5 | 4 |" in table

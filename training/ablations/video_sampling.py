@@ -43,7 +43,10 @@ SCORES = (("generation", "frame_accuracy", 100, 1), ("generation", "video_accura
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", required=True, help="a saved MGNTVideoPipeline folder")
+    parser.add_argument("--classifier", default=None,
+                        help="per-frame classifier folder (default: the shipped moving-fashion-mnist one)")
     parser.add_argument("--dataset", default="data/moving-fashion-mnist")
+    parser.add_argument("--context-frames", type=int, default=4, help="given frames of the prediction task")
     parser.add_argument("--row", default="default+cache", help="the width schedule every setting decodes with")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--videos-per-class", type=int, default=10)
@@ -60,9 +63,9 @@ def evaluate_setting(pipeline, base_config, overrides: dict, videos, labels, arg
     scheduler_overrides = {key: value for key, value in overrides.items() if key != "guidance_scale"}
     pipeline.scheduler = MGNTScheduler.from_config(base_config, **scheduler_overrides)
     results = evaluate_video_pipeline(
-        pipeline, None, videos, labels, rows=[args.row], videos_per_class=args.videos_per_class,
-        num_prediction_videos=args.num_prediction_videos, guidance_scale=overrides.get("guidance_scale"),
-        device="cpu", progress=False)
+        pipeline, args.classifier, videos, labels, rows=[args.row], videos_per_class=args.videos_per_class,
+        num_prediction_videos=args.num_prediction_videos, context_frames=args.context_frames,
+        guidance_scale=overrides.get("guidance_scale"), device="cpu", progress=False)
     (row,) = results["rows"]
     return {"overrides": overrides, "generation": row["generation"], "prediction": row["prediction"],
             "references": results["references"], "settings": results["settings"]}
