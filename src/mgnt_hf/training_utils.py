@@ -128,10 +128,8 @@ def load_ema_state(ema: EMAModel, folder: str | os.PathLike) -> None:
         raise ValueError(f"the EMA weights in {folder} do not fit this model: {len(found)} tensors against "
                          f"{len(expected)}, first difference at index {first}; resume with the model the "
                          "checkpoint was trained with")
-    devices = [parameter.device for parameter in ema.shadow_params]
-    dtypes = [parameter.dtype for parameter in ema.shadow_params]
-    state["shadow_params"] = [tensor.to(device=device, dtype=dtype)
-                              for tensor, device, dtype in zip(shadow, devices, dtypes)]
+    state["shadow_params"] = [tensor.to(device=current.device, dtype=current.dtype)
+                              for tensor, current in zip(shadow, ema.shadow_params)]
     ema.load_state_dict(state)
 
 
