@@ -34,6 +34,7 @@ SETTINGS = {
     "choice-0": {"choice_temperature": 0.0},
     "temperature-0.7": {"temperature": 0.7},
     "guidance-4": {"guidance_scale": 4.0},
+    "guidance-8": {"guidance_scale": 8.0},
     "temperature-0.7-choice-1-guidance-4": {"temperature": 0.7, "choice_temperature": 1.0, "guidance_scale": 4.0},
 }
 SCORES = (("generation", "frame_accuracy", 100, 1), ("generation", "video_accuracy", 100, 1),
