@@ -9,6 +9,8 @@
 - `data`: real images and videos in the metrics' layouts, and finding the feature classifier.
 - `frontier`: [`evaluate_frontier`], every decode a user could pick (MaskGIT step counts, single widths, MaGNeTS
   schedules) against GFLOPs, with the Pareto front.
+- `conditioning`: [`class_label_probe`], how much the transformer uses its class label (masked-token
+  cross-entropy on real tokens under every label), without sampling.
 - `schedule_search`: [`search_schedules`], the best width schedule within each GFLOPs budget, and
   [`write_budget_schedules`], which stores the table a pipeline's `max_gflops_per_image` reads.
 
@@ -28,6 +30,7 @@ command line. What is measured, and why, is described in `docs/design.md`, secti
 from ..configuration_feature_classifier import MGNTFeatureClassifierConfig
 from ..modeling_feature_classifier import MGNTFeatureClassifier, MGNTFeatureClassifierOutput
 from ..resources import DEFAULT_CLASSIFIER, DEFAULT_FRAME_CLASSIFIER
+from .conditioning import class_label_probe, format_probe_table
 from .data import (
     FASHION_MNIST_DIR,
     FASHION_MNIST_LABELS,
@@ -117,6 +120,8 @@ from .video import (
 from .schedule_search import search_schedules, write_budget_schedules
 
 __all__ = [
+    "class_label_probe",
+    "format_probe_table",
     "evaluate_frontier",
     "fair_comparison",
     "frontier_rows",
