@@ -209,7 +209,8 @@ def format_frontier_table(results: dict) -> str:
         verdict = "beats" if fair["beats_every_competitor"] else "does not beat"
         lines += [
             f"Fair comparison: `{fair['row']}` ({fair['gflops_per_image']:.3f} GFLOPs, cFID {fair['classifier_fid']:.3f}) "
-            f"{verdict} every MaskGIT row and every single-width row within {fair['compute_margin']:g}x its GFLOPs; "
+            f"{verdict} every MaskGIT row (any step count) and every single-width row within "
+            f"{fair['compute_margin']:g}x its GFLOPs; "
             f"the best of those is `{fair['best_competitor']}` (cFID {fair['best_competitor_classifier_fid']:.3f} at "
             f"{fair['best_competitor_gflops_per_image']:.3f} GFLOPs).", ""]
     return "\n".join(lines)

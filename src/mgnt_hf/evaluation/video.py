@@ -54,7 +54,7 @@ synchronised; one untimed warm-up call first), for generation and for prediction
 **Frontier.** Per task, the Pareto front of each quality measure against `gflops_per_video` over the evaluated
 rows (cFID and frame accuracy for generation, PSNR and SSIM for prediction), and the fair comparison of the row
 `pipe(...)` runs by default (`default+cache`, or `default` when the scheduler's cache is off) on the first
-measure: against every MaskGIT row and every single-width row within 1.25x its GFLOPs
+measure: against every MaskGIT row (any step count) and every single-width row within 1.25x its GFLOPs
 (`mgnt_hf.evaluation.frontier`). Rows named as in the image frontier (`maskgit-4`, `width-64-6+cache`, ...)
 make it the video frontier.
 
@@ -747,10 +747,10 @@ def _frontier_lines(results: dict, task: str) -> list[str]:
         label, digits = FRONTIER_LABELS[key]
         verdict = "beats" if fair["beats_every_competitor"] else "does not beat"
         lines += [f"Fair comparison: `{fair['row']}` ({fair['gflops_per_video']:.3f} GFLOPs, {label} "
-                  f"{fair[key]:.{digits}f}) {verdict} every MaskGIT row and every single-width row within "
-                  f"{fair['compute_margin']:g}x its GFLOPs; the best of those is `{fair['best_competitor']}` ({label} "
-                  f"{fair['best_competitor_' + key]:.{digits}f} at {fair['best_competitor_gflops_per_video']:.3f} "
-                  "GFLOPs).", ""]
+                  f"{fair[key]:.{digits}f}) {verdict} every MaskGIT row (any step count) and every single-width "
+                  f"row within {fair['compute_margin']:g}x its GFLOPs; the best of those is "
+                  f"`{fair['best_competitor']}` ({label} {fair['best_competitor_' + key]:.{digits}f} at "
+                  f"{fair['best_competitor_gflops_per_video']:.3f} GFLOPs).", ""]
     return lines
 
 
