@@ -397,6 +397,39 @@ def test_exit_after_signal_exits_with_the_signal_status_and_absorbs_later_signal
         signal.signal(signal.SIGTERM, previous)
 
 
+END_TRAINING_PROBE = """
+import sys, threading, time
+from mgnt_hf.training_utils import end_training
+
+class TwoProcessAccelerator:  # the calls end_training makes, with a teardown that blocks as gloo's can
+    num_processes = 2
+    def wait_for_everyone(self):
+        print("barrier", flush=True)
+    def end_training(self):
+        if sys.argv[1] == "hangs":
+            threading.Event().wait()
+        print("torn down", flush=True)
+
+end_training(TwoProcessAccelerator(), teardown_timeout=float(sys.argv[2]))
+print("returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("teardown", ["hangs", "returns"])
+def test_end_training_exits_0_with_the_stacks_when_the_teardown_hangs(teardown):
+    # A subprocess: the watchdog ends its process with os._exit.
+    probe = subprocess.run([sys.executable, "-c", END_TRAINING_PROBE, teardown, "0.5" if teardown == "hangs" else "30"],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    if teardown == "hangs":
+        assert probe.stdout.split() == ["barrier"]
+        assert "teardown still running 0.5 s after every output was saved" in probe.stderr
+        assert 'in end_training' in probe.stderr and "Thread" in probe.stderr  # every thread's stack
+    else:  # the daemon watchdog neither delays nor changes a normal exit
+        assert probe.stdout.split() == ["barrier", "torn", "down", "returned"]
+        assert "teardown still running" not in probe.stderr
+
+
 @pytest.mark.parametrize("step, accumulation, batches, expected", [
     (0, 1, 10, (0, 0)), (7, 1, 10, (0, 7)), (10, 1, 10, (1, 0)), (23, 1, 10, (2, 3)),
     (3, 2, 10, (0, 6)), (5, 2, 10, (1, 0)),

@@ -35,6 +35,12 @@ def fresh_accelerator_state():
     reset_accelerate_state()
 
 
+def describe_process(process: psutil.Process) -> str:
+    with contextlib.suppress(psutil.Error):
+        return f"pid {process.pid} {process.status()}: {' '.join(process.cmdline())[-120:]}"
+    return f"pid {process.pid} (gone)"
+
+
 def run_launcher(command, env, timeout):
     """`subprocess.run(command, capture_output=True, text=True)` in a session of its own, so that a timeout
     kills the launcher and every rank it started: `subprocess.run` alone kills only the launcher, and a rank
@@ -47,11 +53,13 @@ def run_launcher(command, env, timeout):
         # torch elastic starts each rank in a session of its own, out of reach of the launcher's group: find
         # them while they are still its descendants, or a rank holding the pipes blocks `communicate` forever.
         ranks = psutil.Process(process.pid).children(recursive=True)
+        alive = [describe_process(rank) for rank in ranks]  # which of launcher and ranks hung, for the report
         os.killpg(process.pid, signal.SIGKILL)
         for rank in ranks:
             with contextlib.suppress(psutil.NoSuchProcess):
                 rank.kill()
         stdout, stderr = process.communicate(timeout=60)
-        raise AssertionError(f"{command[:6]}... ran past {timeout} s and was killed with its ranks:\n"
+        raise AssertionError(f"{command[:6]}... ran past {timeout} s and was killed with its ranks "
+                             f"(alive then: {alive or 'only the launcher'}):\n"
                              f"{stdout[-2000:]}\n{stderr[-4000:]}") from None
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

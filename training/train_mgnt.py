@@ -56,8 +56,8 @@ from mgnt_hf.nested_training import DISTILL_FROM, WIDTHS_PER_STEP, MGNTNestedTra
 from mgnt_hf.tokenized_dataset import LABEL_COLUMN, TOKENS_COLUMN, tokenize_dataset
 from mgnt_hf.video_io import VideoTransform, check_videos, load_video_dataset, resolve_video_columns
 from mgnt_hf.training_utils import CheckpointManager, EMAModel, StopSignalGuard, check_launch, check_resume_setting, \
-    checkpoint_has_ema, epoch_dataloader, exit_after_signal, ignore_stop_signals, remove_incomplete_checkpoints, \
-    resume_position, resume_training, steps_per_epoch, time_budget_spent
+    checkpoint_has_ema, end_training, epoch_dataloader, exit_after_signal, ignore_stop_signals, \
+    remove_incomplete_checkpoints, resume_position, resume_training, steps_per_epoch, time_budget_spent
 
 logger = get_logger(__name__)
 
@@ -605,7 +605,7 @@ def main(argv=None):
         if args.push_to_hub:
             pipeline.push_to_hub(args.hub_model_id, token=args.hub_token, private=args.hub_private,
                                  commit_message=f"MGNT trained for {global_step} steps")
-    accelerator.end_training()
+    end_training(accelerator)
 
 
 if __name__ == "__main__":

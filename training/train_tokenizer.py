@@ -73,6 +73,7 @@ from mgnt_hf.training_utils import (
     CheckpointManager,
     StopSignalGuard,
     check_resume_setting,
+    end_training,
     epoch_dataloader,
     exit_after_signal,
     ignore_stop_signals,
@@ -611,10 +612,7 @@ def main(argv=None):
     if args.push_to_hub and accelerator.is_main_process:
         unwrapped.push_to_hub(args.hub_model_id, token=args.hub_token,
                               commit_message=f"MGNT VQ tokenizer after {global_step} steps")
-    # Every process tears the process group down together: a two-process CPU run was seen with rank 0 gone
-    # after writing its results and rank 1 blocked for good in the teardown.
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    end_training(accelerator)  # every process together, with a deadline: see its docstring
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ training processes under `accelerate launch`: training/README.md.
 from __future__ import annotations
 
 import errno
+import faulthandler
 import json
 import logging
 import math
@@ -41,6 +42,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -575,8 +577,32 @@ def exit_after_signal(accelerator, guard: StopSignalGuard, checkpoint: Path, ste
     if accelerator.is_main_process:
         logger.warning("stopped by %s at step %d: saved %s (complete). Resume by running the same command with "
                        "--resume_from_checkpoint latest", guard.signal_name, step, checkpoint)
-    accelerator.end_training()
+    end_training(accelerator)
     sys.exit(guard.exit_code)
+
+
+def end_training(accelerator, teardown_timeout: float = 60.0) -> None:
+    """`accelerator.end_training()` once every process has saved its part, with a deadline on the teardown.
+
+    Tearing a gloo process group down can block for good (pytorch/pytorch#75097; CI saw a finished two-process
+    CPU run whose launcher never returned). By then everything is written and every process has passed the
+    barrier here, so a process still alive `teardown_timeout` s later prints every thread's stack (for a report)
+    and exits 0 instead of hanging its launcher. The watchdog is a daemon thread started before the teardown and
+    never cancelled: it also covers a hang at interpreter exit, and dies with a process that exits in time.
+    """
+    accelerator.wait_for_everyone()
+    if accelerator.num_processes > 1:
+        def give_up() -> None:
+            logger.warning("process-group teardown still running %g s after every output was saved; its stacks "
+                           "follow, and the process exits 0", teardown_timeout)
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            sys.stderr.flush()
+            os._exit(0)
+
+        watchdog = threading.Timer(teardown_timeout, give_up)
+        watchdog.daemon = True
+        watchdog.start()
+    accelerator.end_training()
 
 
 def time_budget_spent(accelerator, run_start: float, max_train_seconds: float | None) -> bool:
