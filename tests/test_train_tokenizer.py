@@ -430,6 +430,20 @@ def test_end_training_exits_0_with_the_stacks_when_the_teardown_hangs(teardown):
         assert "teardown still running" not in probe.stderr
 
 
+def test_a_launch_past_its_timeout_is_reported_with_each_process_and_its_stack():
+    # A launcher with one rank in a session of its own, as torch elastic starts them, both blocked for good.
+    rank = "import time; time.sleep(600)"
+    launcher = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {rank!r}], "
+                "start_new_session=True); time.sleep(600)")
+    started = time.monotonic()
+    with pytest.raises(AssertionError) as error:
+        run_launcher([sys.executable, "-c", launcher], env=dict(os.environ), timeout=3)
+    assert time.monotonic() - started < 30
+    message = str(error.value)
+    assert "ran past 3 s" in message and "alive then: ['pid " in message and "time.sleep(600)" in message
+    assert message.count('File "<string>", line 1 in <module>') == 2  # both stacks, from faulthandler
+
+
 @pytest.mark.parametrize("step, accumulation, batches, expected", [
     (0, 1, 10, (0, 0)), (7, 1, 10, (0, 7)), (10, 1, 10, (1, 0)), (23, 1, 10, (2, 3)),
     (3, 2, 10, (0, 6)), (5, 2, 10, (1, 0)),

@@ -44,22 +44,31 @@ def describe_process(process: psutil.Process) -> str:
 def run_launcher(command, env, timeout):
     """`subprocess.run(command, capture_output=True, text=True)` in a session of its own, so that a timeout
     kills the launcher and every rank it started: `subprocess.run` alone kills only the launcher, and a rank
-    blocked in a collective then lives on after the test."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                               start_new_session=True)
+    blocked in a collective then lives on after the test.
+
+    A timeout's error says where each process was: they run with PYTHONFAULTHANDLER=1 and get SIGABRT, which
+    prints every thread's Python stack to the stderr the error quotes, before SIGKILL."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**env, "PYTHONFAULTHANDLER": "1"}, start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         # torch elastic starts each rank in a session of its own, out of reach of the launcher's group: find
         # them while they are still its descendants, or a rank holding the pipes blocks `communicate` forever.
-        ranks = psutil.Process(process.pid).children(recursive=True)
+        launcher = psutil.Process(process.pid)
+        ranks = launcher.children(recursive=True)
         alive = [describe_process(rank) for rank in ranks]  # which of launcher and ranks hung, for the report
-        os.killpg(process.pid, signal.SIGKILL)
+        for hung in [*reversed(ranks), launcher]:  # the ranks first: the launcher's death could take them along
+            with contextlib.suppress(psutil.NoSuchProcess):
+                hung.send_signal(signal.SIGABRT)
+        psutil.wait_procs([*ranks, launcher], timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         for rank in ranks:
             with contextlib.suppress(psutil.NoSuchProcess):
                 rank.kill()
         stdout, stderr = process.communicate(timeout=60)
         raise AssertionError(f"{command[:6]}... ran past {timeout} s and was killed with its ranks "
                              f"(alive then: {alive or 'only the launcher'}):\n"
-                             f"{stdout[-2000:]}\n{stderr[-4000:]}") from None
+                             f"{stdout[-2000:]}\n{stderr[-12000:]}") from None
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
