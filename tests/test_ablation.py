@@ -124,6 +124,16 @@ def test_video_position_table_lists_both_tasks(video_positions, tmp_path):
     assert "generation CE w16" in table and "prediction CE w128" in table
 
 
+def test_video_position_header_names_the_tokenizers_grid_and_chance_level(video_positions, tmp_path):
+    settings = {"proxy_config": {"hidden_size": 8}, "vqvae": "pipelines/x/vqvae", "token_grid": [4, 16, 16],
+                "codebook_size": 1024, "max_train_steps": 3, "train_batch_size": 2, "context_frames": 4,
+                "learning_rate": 1e-3, "lr_warmup_steps": 1, "threads": 1, "machine": "m", "heldout_videos": 5}
+    video_positions.write_markdown(tmp_path / "video_positions.md", "| table |", settings)
+    text = (tmp_path / "video_positions.md").read_text()
+    assert "(4x16x16 tokens, 1024 codes)" in text and "uniform over 1024 codes is 6.931" in text
+    assert "4x8x8" not in text and "512" not in text and "| table |" in text
+
+
 @pytest.fixture(scope="module")
 def video_sampling():
     return load_script(SCRIPT.with_name("video_sampling.py"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -171,11 +172,13 @@ def write_markdown(path: Path, table: str, settings: dict) -> None:
         "Written by `python training/ablations/video_positions.py` (one row per setting, the same budget per row).",
         "",
         f"Proxy video transformer: `{json.dumps(settings['proxy_config'])}`; tokenizer `{settings['vqvae']}` "
-        f"(4x8x8 tokens, 512 codes); {settings['max_train_steps']} steps of {settings['train_batch_size']} clips, "
+        f"({'x'.join(map(str, settings['token_grid']))} tokens, {settings['codebook_size']} codes); "
+        f"{settings['max_train_steps']} steps of {settings['train_batch_size']} clips, "
         f"half of them frame prediction from {settings['context_frames']} frames; lr {settings['learning_rate']} "
         f"with {settings['lr_warmup_steps']} warm-up steps then cosine, EMA 0.99, fp32, {settings['threads']} "
         f"thread(s) on {settings['machine']}.", "",
-        f"Held-out CE: masked-token cross-entropy (nats, lower is better; uniform over 512 codes is 6.238) of each "
+        f"Held-out CE: masked-token cross-entropy (nats, lower is better; uniform over {settings['codebook_size']} "
+        f"codes is {math.log(settings['codebook_size']):.3f}) of each "
         f"width on {settings['heldout_videos']} test videos, cosine-schedule masks drawn once and shared by every "
         "row; prediction: the context frames' tokens given, only the later ones masked and scored.", "",
     ]
@@ -202,7 +205,8 @@ def main(argv=None) -> int:
                 "learning_rate": args.learning_rate, "lr_warmup_steps": args.lr_warmup_steps,
                 "context_frames": args.context_frames, "threads": args.threads,
                 "heldout_videos": args.heldout_videos, "proxy_config": PROXY_CONFIG,
-                "vqvae": os.path.relpath(args.vqvae, REPO),
+                "vqvae": os.path.relpath(args.vqvae, REPO), "token_grid": list(vqvae.config.token_grid),
+                "codebook_size": vqvae.config.codebook_size,
                 "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"}
     docs = Path(args.docs_dir)
     docs.mkdir(parents=True, exist_ok=True)
