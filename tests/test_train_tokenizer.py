@@ -27,6 +27,7 @@ from mgnt_hf.training_utils import (
     NonFiniteLossError,
     StopSignalGuard,
     check_finite_losses,
+    end_training,
     epoch_dataloader,
     exit_after_signal,
     list_checkpoints,
@@ -398,7 +399,7 @@ def test_exit_after_signal_exits_with_the_signal_status_and_absorbs_later_signal
 
 
 END_TRAINING_PROBE = """
-import sys, threading, time
+import sys, threading
 from mgnt_hf.training_utils import end_training
 
 class TwoProcessAccelerator:  # the calls end_training makes, with a teardown that blocks as gloo's can
@@ -428,6 +429,18 @@ def test_end_training_exits_0_with_the_stacks_when_the_teardown_hangs(teardown):
     else:  # the daemon watchdog neither delays nor changes a normal exit
         assert probe.stdout.split() == ["barrier", "torn", "down", "returned"]
         assert "teardown still running" not in probe.stderr
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), float("inf"), "60"])
+def test_end_training_refuses_a_teardown_timeout_that_is_not_a_positive_number(timeout):
+    class NeverCalled:
+        num_processes = 2
+
+        def wait_for_everyone(self):
+            raise AssertionError("the check comes before the barrier")
+
+    with pytest.raises(ValueError, match="teardown_timeout must be a finite number"):
+        end_training(NeverCalled(), teardown_timeout=timeout)
 
 
 def test_a_launch_past_its_timeout_is_reported_with_each_process_and_its_stack():

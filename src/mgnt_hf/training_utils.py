@@ -51,7 +51,7 @@ from diffusers.training_utils import EMAModel  # noqa: F401  (re-exported for tr
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .utils.checks import check_positive_int
+from .utils.checks import check_finite_number, check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -590,6 +590,7 @@ def end_training(accelerator, teardown_timeout: float = 60.0) -> None:
     and exits 0 instead of hanging its launcher. The watchdog is a daemon thread started before the teardown and
     never cancelled: it also covers a hang at interpreter exit, and dies with a process that exits in time.
     """
+    check_finite_number("teardown_timeout", teardown_timeout, minimum=0, exclusive_minimum=True)
     accelerator.wait_for_everyone()
     if accelerator.num_processes > 1:
         def give_up() -> None:
