@@ -58,10 +58,12 @@ def run_launcher(command, env, timeout):
         launcher = psutil.Process(process.pid)
         ranks = launcher.children(recursive=True)
         alive = [describe_process(rank) for rank in ranks]  # which of launcher and ranks hung, for the report
-        for hung in [*reversed(ranks), launcher]:  # the ranks first: the launcher's death could take them along
+        # The ranks first (the launcher's death could take them along), one at a time: they share the stderr
+        # pipe, and stacks written at once interleave line by line.
+        for hung in [*reversed(ranks), launcher]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 hung.send_signal(signal.SIGABRT)
-        psutil.wait_procs([*ranks, launcher], timeout=5)
+                psutil.wait_procs([hung], timeout=5)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         for rank in ranks:
