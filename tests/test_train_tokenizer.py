@@ -399,36 +399,78 @@ def test_exit_after_signal_exits_with_the_signal_status_and_absorbs_later_signal
 
 
 END_TRAINING_PROBE = """
-import sys, threading
+import ctypes, sys
 from mgnt_hf.training_utils import end_training
 
-class TwoProcessAccelerator:  # the calls end_training makes, with a teardown that blocks as gloo's can
-    num_processes = 2
-    def wait_for_everyone(self):
-        print("barrier", flush=True)
-    def end_training(self):
-        if sys.argv[1] == "hangs":
-            threading.Event().wait()
-        print("torn down", flush=True)
+backend, teardown, exit_code = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
-end_training(TwoProcessAccelerator(), teardown_timeout=float(sys.argv[2]))
+class Tracker:
+    def finish(self):
+        print("tracker finished")
+
+class State:
+    def __init__(self):
+        self.backend = backend
+    def destroy_process_group(self):
+        print("destroying")
+        if teardown == "blocks":  # in C, holding the GIL, as the gloo teardown CI saw: no Python thread runs
+            ctypes.PyDLL(None).sleep(60)
+
+class TwoProcessAccelerator:  # the calls end_training makes
+    num_processes = 2
+    trackers = [Tracker()]
+    state = State()
+    def wait_for_everyone(self):
+        print("barrier")
+
+# Nothing is flushed: stdout is a pipe, block-buffered, and os._exit alone would lose every line.
+end_training(TwoProcessAccelerator(), teardown_timeout=float(sys.argv[4]), exit_code=exit_code)
 print("returned", flush=True)
 """
 
 
-@pytest.mark.parametrize("teardown", ["hangs", "returns"])
-def test_end_training_exits_0_with_the_stacks_when_the_teardown_hangs(teardown):
-    # A subprocess: the watchdog ends its process with os._exit.
-    probe = subprocess.run([sys.executable, "-c", END_TRAINING_PROBE, teardown, "0.5" if teardown == "hangs" else "30"],
-                           capture_output=True, text=True, timeout=60)
-    assert probe.returncode == 0, probe.stderr
-    if teardown == "hangs":
-        assert probe.stdout.split() == ["barrier"]
-        assert "teardown still running 0.5 s after every output was saved" in probe.stderr
-        assert 'in end_training' in probe.stderr and "Thread" in probe.stderr  # every thread's stack
-    else:  # the daemon watchdog neither delays nor changes a normal exit
-        assert probe.stdout.split() == ["barrier", "torn", "down", "returned"]
-        assert "teardown still running" not in probe.stderr
+def run_end_training_probe(backend, teardown, exit_code, timeout):
+    # A subprocess: with several processes end_training ends its process.
+    return subprocess.run([sys.executable, "-c", END_TRAINING_PROBE, backend, teardown, str(exit_code), str(timeout)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("exit_code", [0, 143])
+def test_several_processes_on_gloo_exit_with_their_status_without_the_teardown(exit_code):
+    probe = run_end_training_probe("gloo", "blocks", exit_code, 30)
+    assert probe.returncode == exit_code, probe.stderr
+    assert probe.stdout.split() == ["barrier", "tracker", "finished"]  # no teardown, and no return
+    assert "Timeout" not in probe.stderr
+
+
+@pytest.mark.parametrize("backend", ["nccl", "cuda:nccl,cpu:gloo"])
+def test_several_processes_on_nccl_destroy_the_group_then_exit(backend):
+    probe = run_end_training_probe(backend, "returns", 143, 30)
+    assert probe.returncode == 143, probe.stderr
+    assert probe.stdout.split() == ["barrier", "tracker", "finished", "destroying"]
+
+
+def test_a_teardown_blocked_holding_the_gil_prints_every_stack_and_exits_1_after_the_timeout():
+    started = time.perf_counter()
+    probe = run_end_training_probe("nccl", "blocks", 0, 0.5)
+    assert probe.returncode == 1 and time.perf_counter() - started < 30, probe.stderr  # not the 60 s sleep
+    assert "Timeout (0:00:00.500000)!" in probe.stderr and 'in destroy_process_group' in probe.stderr
+
+
+def test_one_process_ends_through_accelerate_and_returns():
+    calls = []
+
+    class OneProcessAccelerator:
+        num_processes = 1
+
+        def wait_for_everyone(self):
+            calls.append("barrier")
+
+        def end_training(self):
+            calls.append("end_training")
+
+    end_training(OneProcessAccelerator())
+    assert calls == ["barrier", "end_training"]
 
 
 @pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), float("inf"), "60"])

@@ -612,7 +612,7 @@ def main(argv=None):
     if args.push_to_hub and accelerator.is_main_process:
         unwrapped.push_to_hub(args.hub_model_id, token=args.hub_token,
                               commit_message=f"MGNT VQ tokenizer after {global_step} steps")
-    end_training(accelerator)  # every process together, with a deadline: see its docstring
+    end_training(accelerator)  # several processes exit in there, skipping the gloo teardown: see its docstring
 
 
 if __name__ == "__main__":

@@ -522,8 +522,6 @@ class StopSignalGuard:
         logger.warning("%s received: finishing the current step, then saving a checkpoint and stopping", name)
 
     def __enter__(self) -> "StopSignalGuard":
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for signum in self.signals:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -537,8 +535,6 @@ class StopSignalGuard:
         `SIG_IGN`, not a Python handler: the interpreter puts the default action back for Python handlers
         while it shuts down, and a SIGTERM then still killed the process (seen on a loaded 2-core machine).
         """
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for signum in self.signals:
                 signal.signal(signum, signal.SIG_IGN)
@@ -577,33 +573,44 @@ def exit_after_signal(accelerator, guard: StopSignalGuard, checkpoint: Path, ste
     if accelerator.is_main_process:
         logger.warning("stopped by %s at step %d: saved %s (complete). Resume by running the same command with "
                        "--resume_from_checkpoint latest", guard.signal_name, step, checkpoint)
-    end_training(accelerator)
+    end_training(accelerator, exit_code=guard.exit_code)  # several processes: each exits in there
     sys.exit(guard.exit_code)
 
 
-def end_training(accelerator, teardown_timeout: float = 60.0) -> None:
-    """`accelerator.end_training()` once every process has saved its part, with a deadline on the teardown.
+# Backends whose communicators are released collectively: the group is destroyed before exiting. Any other
+# (gloo, mpi) is left to the operating system.
+_BACKENDS_DESTROYED_AT_EXIT = ("nccl", "xccl")
 
-    Tearing a gloo process group down can block for good (pytorch/pytorch#75097; CI saw a finished two-process
-    CPU run whose launcher never returned). By then everything is written and every process has passed the
-    barrier here, so a process still alive `teardown_timeout` s later prints every thread's stack (for a report)
-    and exits 0 instead of hanging its launcher. The watchdog is a daemon thread started before the teardown and
-    never cancelled: it also covers a hang at interpreter exit, and dies with a process that exits in time.
+
+def end_training(accelerator, teardown_timeout: float = 60.0, exit_code: int = 0) -> None:
+    """End a run once every process has saved its part. One process: `accelerator.end_training()`, and return.
+    Several: every process passes a barrier, finishes its trackers and exits here with `exit_code`.
+
+    Several processes never return: CI saw a finished two-process CPU run whose rank 1 never exited, past the
+    final barrier, with a Python watchdog thread armed for 60 s still waiting 228 s later. The gloo teardown (the
+    process group's shutdown, or the interpreter's finalisation after it, pytorch/pytorch#75097) was blocked
+    while holding the GIL, where nothing written in Python runs again. By the barrier every output is written,
+    so there is nothing left to tear down: a gloo group is left to the operating system, an NCCL one is
+    destroyed (its communicators are released collectively), logs and standard streams are flushed, and
+    `os._exit` skips the interpreter's finalisation. What still runs (a tracker's `finish`, NCCL's destroy) is
+    under faulthandler's watchdog, a C thread that needs no GIL: a process still there `teardown_timeout` s
+    later prints every thread's stack and exits 1, instead of hanging its launcher.
     """
     check_finite_number("teardown_timeout", teardown_timeout, minimum=0, exclusive_minimum=True)
     accelerator.wait_for_everyone()
-    if accelerator.num_processes > 1:
-        def give_up() -> None:
-            logger.warning("process-group teardown still running %g s after every output was saved; its stacks "
-                           "follow, and the process exits 0", teardown_timeout)
-            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-            sys.stderr.flush()
-            os._exit(0)
-
-        watchdog = threading.Timer(teardown_timeout, give_up)
-        watchdog.daemon = True
-        watchdog.start()
-    accelerator.end_training()
+    if accelerator.num_processes == 1:
+        accelerator.end_training()
+        return
+    faulthandler.dump_traceback_later(teardown_timeout, exit=True)
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    backend = accelerator.state.backend or ""
+    if any(name in backend for name in _BACKENDS_DESTROYED_AT_EXIT):
+        accelerator.state.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
 
 
 def time_budget_spent(accelerator, run_start: float, max_train_seconds: float | None) -> bool:
