@@ -44,7 +44,7 @@ PROXY_CONFIG = {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads
 
 # name -> (what differs, seed, config overrides)
 ROWS = {
-    "joint": ("a table per latent frame + a table per (h, w) position (the shipped model's)", 0,
+    "joint": ("a table per latent frame + a table per (h, w) position (the first shipped video model's)", 0,
               {"position_embedding_type": "joint"}),
     "factorized": ("a table per latent frame + a row table + a column table", 0,
                    {"position_embedding_type": "factorized"}),

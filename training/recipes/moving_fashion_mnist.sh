@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Train the shipped video pipeline (pipelines/mgnt-moving-fashion-mnist) on Moving Fashion-MNIST, the offline
-# stand-in for UCF101 / Kinetics600: 16 grayscale 64x64 frames -> 4x8x8 tokens. A causal video tokenizer, then
-# the nested transformer trained for class-conditional generation and, on half of the examples, frame
-# prediction from the first 4 frames. The defaults are the values the shipped model was trained with on a
-# 2-core CPU (see its model card), except the transformer's position embeddings: the config now asks for
-# factorised t/h/w tables (docs/video_positions.md); the shipped transformer has the older joint (h, w) table. Environment overrides: DATA, RUN, SOURCE_DIR, NUM_TRAIN, NUM_TEST,
+# Train a video pipeline on Moving Fashion-MNIST, the offline stand-in for UCF101 / Kinetics600: 16 grayscale
+# 64x64 frames -> 4x8x8 tokens (the f=8 preset). A causal video tokenizer, then the nested transformer trained
+# for class-conditional generation and, on half of the examples, frame prediction from the first 4 frames. The
+# defaults are the values the first shipped video model (up to commit 0ce6862) was trained with on a 2-core
+# CPU, except the transformer's position embeddings: the config asks for factorised t/h/w tables
+# (docs/video_positions.md). The shipped pipeline since 2026-12-07 has the f=4 tokenizer (4x16x16 tokens,
+# TOKENIZER_FROM below continues it) and a transformer trained on its codes in five runs, whose commands are in
+# docs/video_f4_training.md. Environment overrides: DATA, RUN, SOURCE_DIR, NUM_TRAIN, NUM_TEST,
 # TOKENIZER_STEPS, TOKENIZER_LR, TOKENIZER_WARMUP, TOKENIZER_SEED, TOKENIZER_SECONDS (wall-clock cap; the lr
 #   schedule still spans TOKENIZER_STEPS, and RESUME=1 continues it),
 #   TOKENIZER_FROM (a saved tokenizer, e.g. pipelines/mgnt-moving-fashion-mnist/vqvae: continue training it
