@@ -91,3 +91,17 @@ def test_the_video_recipe_continues_a_saved_tokenizer_and_can_stop_after_it(tmp_
     assert args[args.index("--learning_rate") + 1] == "5e-4" and args[args.index("--mixed_precision") + 1] == "no"
     assert args[args.index("--resume_from_checkpoint") + 1] == "latest"
     assert args[args.index("--max_train_seconds") + 1] == "7200"
+
+
+def test_the_video_recipe_trains_a_tokenizer_of_another_shape_and_refuses_it_with_a_continued_one(tmp_path):
+    space4 = "training/ablations/video_tokenizer/space4.json"  # the shipped tokenizer's shape
+    _, launches = run_recipe(tmp_path, recipe=VIDEO_RECIPE, VQ_CONFIG=space4, MIXED_PRECISION="no")
+    args = launches[0].split()
+    assert args[args.index("--vq_config") + 1] == space4 and "--pretrained_vqvae_name_or_path" not in args
+    (tmp_path / "both").mkdir()
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_recipe(tmp_path / "both", recipe=VIDEO_RECIPE, VQ_CONFIG=space4,
+                   TOKENIZER_FROM="pipelines/mgnt-moving-fashion-mnist/vqvae")
+    assert refused.value.returncode == 2
+    assert "a continued tokenizer keeps its own config" in refused.value.stderr
+    assert not (tmp_path / "both" / "launches.txt").exists()  # refused before any launch

@@ -9,8 +9,10 @@
 # docs/video_f4_training.md. Environment overrides: DATA, RUN, SOURCE_DIR, NUM_TRAIN, NUM_TEST,
 # TOKENIZER_STEPS, TOKENIZER_LR, TOKENIZER_WARMUP, TOKENIZER_SEED, TOKENIZER_SECONDS (wall-clock cap; the lr
 #   schedule still spans TOKENIZER_STEPS, and RESUME=1 continues it),
+#   VQ_CONFIG (the new tokenizer's shape: a preset or a JSON file; default moving-fashion-mnist, x8 in space;
+#     training/ablations/video_tokenizer/space4.json is the shipped tokenizer's x4 shape),
 #   TOKENIZER_FROM (a saved tokenizer, e.g. pipelines/mgnt-moving-fashion-mnist/vqvae: continue training it
-#     instead of starting from the preset; its config is kept),
+#     instead of starting from VQ_CONFIG; its config is kept, so the two are exclusive),
 #   TOKENIZER_ONLY=1 (stop after the tokenizer: a new tokenizer's codes need a transformer trained on them),
 #   TRANSFORMER_STEPS, TRANSFORMER_BATCH, TRANSFORMER_SECONDS (wall-clock cap),
 #   MIXED_PRECISION (tokenizer: bf16|no; default: chosen from the hardware as in fashion_mnist.sh),
@@ -29,10 +31,14 @@ TRANSFORMER_BATCH=${TRANSFORMER_BATCH:-64}
 RESUME_ARGS=()
 [ "${RESUME:-0}" = 1 ] && RESUME_ARGS=(--resume_from_checkpoint latest)
 if [ -n "${TOKENIZER_FROM:-}" ]; then
+  if [ -n "${VQ_CONFIG:-}" ]; then
+    echo "VQ_CONFIG=$VQ_CONFIG and TOKENIZER_FROM=$TOKENIZER_FROM: a continued tokenizer keeps its own config; set one" >&2
+    exit 2
+  fi
   TOKENIZER_MODEL_ARGS=(--pretrained_vqvae_name_or_path "$TOKENIZER_FROM")
   echo "tokenizer: continuing from $TOKENIZER_FROM"
 else
-  TOKENIZER_MODEL_ARGS=(--vq_config moving-fashion-mnist)
+  TOKENIZER_MODEL_ARGS=(--vq_config "${VQ_CONFIG:-moving-fashion-mnist}")
 fi
 LAUNCH=(accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no ${ACCELERATE_ARGS:-})
 
